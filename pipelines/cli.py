@@ -1,0 +1,177 @@
+"""`fittrack`: the pipeline steps from the shell; MLproject's entry points call the same commands.
+
+Heavy imports (MLflow, TensorFlow) happen inside the commands so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+# Quieter logs without hiding anything a user needs: TensorFlow's C++ info lines and
+# per-file artifact download bars say nothing about the run.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from pipelines.errors import FittrackError
+
+_DATA_DEFAULTS = dict(data="builtin:digits", target="target", task="auto", val_fraction=0.15,
+                      test_fraction=0.2, seed=42)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FittrackError as exc:
+            # One clear line and a non-zero exit; the run was already marked FAILED.
+            raise click.ClickException(str(exc)) from None
+
+
+def data_options(f):
+    options = [
+        click.option("--data", default=_DATA_DEFAULTS["data"], show_default=True,
+                     help="builtin:digits|breast_cancer|wine|iris|diabetes, or a .csv, .parquet or .npz file."),
+        click.option("--target", default=_DATA_DEFAULTS["target"], show_default=True,
+                     help="Target column of a CSV/Parquet file (NPZ files use arrays x and y)."),
+        click.option("--task", type=click.Choice(["auto", "classification", "regression"]),
+                     default=_DATA_DEFAULTS["task"], show_default=True, help="auto infers it from the target."),
+        click.option("--val-fraction", type=float, default=_DATA_DEFAULTS["val_fraction"], show_default=True,
+                     help="Share of rows for validation (early stopping, checkpoints, tuning)."),
+        click.option("--test-fraction", type=float, default=_DATA_DEFAULTS["test_fraction"], show_default=True,
+                     help="Share of rows held out for the one final test."),
+        click.option("--seed", type=int, default=_DATA_DEFAULTS["seed"], show_default=True,
+                     help="Seeds the split, the weights and the shuffling: same seed, same metrics."),
+    ]
+    return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
+
+
+def train_options(f):
+    from pipelines.models import MODELS, OPTIMIZERS
+    from pipelines.train import CLASS_WEIGHTS, DEVICES, TrainConfig
+
+    d = TrainConfig()
+    positive = click.IntRange(min=1)
+    options = [
+        click.option("--model", type=click.Choice(MODELS), default=d.model, show_default=True,
+                     help="auto: a CNN for images, an MLP for tables."),
+        click.option("--layers", type=positive, default=d.layers, show_default=True,
+                     help="Hidden layers (MLP) or convolution blocks (CNN)."),
+        click.option("--units", type=positive, default=d.units, show_default=True,
+                     help="Units per hidden layer (MLP) or filters of the first block (CNN, doubling)."),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=d.dropout, show_default=True),
+        click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=d.learning_rate,
+                     show_default=True),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=d.optimizer, show_default=True),
+        click.option("--l2", type=click.FloatRange(0), default=d.l2, show_default=True, help="L2 weight penalty."),
+        click.option("--batch-size", type=positive, default=d.batch_size, show_default=True),
+        click.option("--epochs", type=positive, default=d.epochs, show_default=True, help="At most this many."),
+        click.option("--patience", type=click.IntRange(min=0), default=d.patience, show_default=True,
+                     help="EarlyStopping: epochs without improvement of --monitor before stopping."),
+        click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=d.reduce_lr_patience,
+                     show_default=True, help="ReduceLROnPlateau patience; 0 turns it off."),
+        click.option("--monitor", default=d.monitor, show_default=True,
+                     help="Validation metric for checkpoints and early stopping, e.g. val_loss, val_accuracy, val_auc."),
+        click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=d.class_weight, show_default=True,
+                     help="balanced weighs rare classes up (imbalanced data, where accuracy misleads)."),
+        click.option("--device", type=click.Choice(DEVICES), default=d.device, show_default=True,
+                     help="auto uses a GPU where there is one."),
+        click.option("--mixed-precision", type=click.BOOL, default=d.mixed_precision, show_default=True),
+        click.option("--xla", type=click.BOOL, default=d.xla, show_default=True, help="Compile with XLA."),
+        click.option("--tensorboard", type=click.BOOL, default=d.tensorboard, show_default=True,
+                     help="Write TensorBoard logs (logged as the run's tensorboard/ artifacts)."),
+        click.option("--quiet", is_flag=True, help="No progress output from Keras."),
+    ]
+    return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
+
+
+def _split_data_params(kwargs: dict):
+    from pipelines.split_step import DataParams
+
+    return DataParams(**{k: kwargs.pop(k) for k in list(_DATA_DEFAULTS)})
+
+
+def _train_config(kwargs: dict, seed: int):
+    from pipelines.train import TrainConfig
+
+    kwargs.pop("quiet", None)
+    return TrainConfig(seed=seed, **kwargs)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """fittrack: tracked, reproducible Keras training on MLflow.
+
+    Every step is an MLflow run; `mlflow ui` shows every epoch, checkpoint and model.
+    """
+
+
+@cli.command()
+@data_options
+def split(**kwargs):
+    """Split data into train, validation and test parts, logged as artifacts and dataset inputs."""
+    from pipelines.split_step import run_split
+
+    run_id = run_split(_split_data_params(kwargs))
+    click.echo(f"fittrack: split run {run_id}")
+
+
+@cli.command()
+@data_options
+@click.option("--split-run-id", default="", help="Train on this split run's parts; default: reuse a matching "
+              "finished split, or make one.")
+@train_options
+def train(split_run_id, quiet, **kwargs):
+    """Train a Keras model, logging every epoch, the best checkpoint, test metrics and the model."""
+    from pipelines.train_step import run_train
+
+    data_params = _split_data_params(kwargs)
+    config = _train_config(kwargs, data_params.seed)
+    run_train(data_params, config, split_run_id=split_run_id or None, verbose=0 if quiet else None)
+
+
+@cli.command(name="main")
+@data_options
+@train_options
+@click.option("--env-manager", default="auto", show_default=True,
+              help="Env manager for the nested steps (auto: the one this run was started with).")
+def main_command(env_manager, quiet, **kwargs):
+    """The whole pipeline: split (reused when it matches), then train."""
+    from pipelines.main_step import run_main
+
+    data_params = _split_data_params(kwargs)
+    ids = run_main(data_params, _train_config(kwargs, data_params.seed), env_manager=env_manager)
+    click.echo(f"fittrack: split {ids['split_run_id']}, train {ids['train_run_id']}")
+
+
+def main(argv=None) -> None:
+    """Console entry point: errors become one line, and a run `mlflow run` opened is marked FAILED."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        _fail_mlflow_run(exc.format_message())
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        _fail_mlflow_run("aborted")
+        sys.exit(1)
+
+
+def _fail_mlflow_run(message: str) -> None:
+    from tracking import env
+
+    run_id = env.MLFLOW_RUN_ID.get()
+    if run_id:
+        from tracking.runs import fail_run
+
+        fail_run(run_id, message)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Keras 3 model builders: an MLP for tabular rows, a CNN for images."""
+
+from __future__ import annotations
+
+MODELS = ("auto", "mlp", "cnn")
+
+
+def build_model(config, input_shape: tuple, task: str, n_classes: int, image_scale: float = 1.0,
+                target_mean: float = 0.0, target_std: float = 1.0):
+    import keras
+
+    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
+    inputs = keras.Input(shape=input_shape, name="features")
+    if config.resolved_model == "cnn":
+        x = _cnn_body(keras, inputs, config, image_scale, regularizer)
+    else:
+        x = _mlp_body(keras, inputs, config, regularizer)
+    outputs = _head(keras, x, task, n_classes, target_mean, target_std)
+    return keras.Model(inputs, outputs, name=f"fittrack_{config.resolved_model}")
+
+
+def _mlp_body(keras, x, config, regularizer):
+    for i in range(config.layers):
+        x = keras.layers.Dense(config.units, activation="relu", kernel_regularizer=regularizer, name=f"dense_{i}")(x)
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    return x
+
+
+def _cnn_body(keras, x, config, image_scale, regularizer):
+    # The network takes raw pixels: scaling is part of it, so the logged model needs no preprocessor.
+    x = keras.layers.Rescaling(1.0 / image_scale, name="rescale")(x)
+    if len(x.shape) == 3:
+        x = keras.layers.Reshape((*x.shape[1:], 1), name="add_channel")(x)
+    filters = config.units
+    for i in range(config.layers):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                kernel_regularizer=regularizer, name=f"conv_{i}")(x)
+        if x.shape[1] >= 2 and x.shape[2] >= 2:
+            x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
+        filters *= 2
+    x = keras.layers.Flatten(name="flatten")(x)
+    if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, name="dropout_flat")(x)
+    x = keras.layers.Dense(config.units * 2, activation="relu", kernel_regularizer=regularizer, name="dense")(x)
+    if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, name="dropout_dense")(x)
+    return x
+
+
+def _head(keras, x, task, n_classes, target_mean, target_std):
+    # float32 outputs keep the loss stable under mixed precision.
+    if task == "regression":
+        x = keras.layers.Dense(1, dtype="float32", name="output")(x)
+        # Predictions come out in the target's own units, so logged mse/mae mean what they say.
+        return keras.layers.Rescaling(scale=target_std, offset=target_mean, dtype="float32", name="target_units")(x)
+    if n_classes == 2:
+        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
+
+
+def compile_model(model, config, task: str, n_classes: int):
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=loss_name(task, n_classes),
+        metrics=make_metrics(task, n_classes),
+        jit_compile=bool(config.xla),
+    )
+
+
+def loss_name(task: str, n_classes: int) -> str:
+    if task == "regression":
+        return "mse"
+    return "binary_crossentropy" if n_classes == 2 else "categorical_crossentropy"
+
+
+def make_optimizer(config):
+    import keras
+
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop,
+        "nadam": keras.optimizers.Nadam,
+    }
+    return optimizers[config.optimizer](learning_rate=config.learning_rate)
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """Keras's names for the metrics a task logs (validation adds `val_`)."""
+    if task == "regression":
+        return ("loss", "mse", "mae", "r2_score")
+    return ("loss", "accuracy", "precision", "recall", "f1_score", "auc")
+
+
+# Metrics where bigger is better; the rest (loss, mse, mae) are minimised.
+MAXIMISED = {"accuracy", "precision", "recall", "f1_score", "auc", "r2_score"}
+
+
+def mode_of(monitor: str) -> str:
+    return "max" if monitor.removeprefix("val_").removeprefix("test_") in MAXIMISED else "min"
+
+
+def make_metrics(task: str, n_classes: int):
+    import keras
+
+    m = keras.metrics
+    if task == "regression":
+        return [m.MeanSquaredError(name="mse"), m.MeanAbsoluteError(name="mae"), m.R2Score(name="r2_score")]
+    if n_classes == 2:
+        # One sigmoid output: micro-averaged F1 is the positive class's F1, as a scalar.
+        return [m.BinaryAccuracy(name="accuracy"), m.Precision(name="precision"), m.Recall(name="recall"),
+                m.F1Score(average="micro", threshold=0.5, name="f1_score"), m.AUC(name="auc")]
+    # One-hot targets: F1Score needs them, and precision/recall/AUC are then micro-averaged.
+    return [m.CategoricalAccuracy(name="accuracy"), m.Precision(name="precision"), m.Recall(name="recall"),
+            m.F1Score(average="macro", name="f1_score"), m.AUC(name="auc")]

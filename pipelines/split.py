@@ -1,0 +1,105 @@
+"""Split data into train, validation and test parts (stratified for classes, seeded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data import Dataset
+from pipelines.errors import FittrackError
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass
+class SplitConfig:
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    seed: int = 42
+
+    def validate(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise FittrackError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+        total = self.val_fraction + self.test_fraction
+        if total >= 1.0:
+            raise FittrackError(
+                f"val_fraction + test_fraction must be below 1 to leave training rows, "
+                f"got {self.val_fraction} + {self.test_fraction} = {total:g}"
+            )
+
+
+@dataclass
+class Part:
+    x: pd.DataFrame | np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def split(config: SplitConfig, data: Dataset) -> dict[str, Part]:
+    """Return {"train", "val", "test"} parts; the test part is meant to be touched once."""
+    from sklearn.model_selection import train_test_split
+
+    config.validate()
+    n = len(data)
+    sizes = _part_sizes(n, config)
+    for part, size in sizes.items():
+        if size < 1:
+            raise FittrackError(
+                f"the {part} split would be empty: {n} rows with val_fraction={config.val_fraction} "
+                f"and test_fraction={config.test_fraction}"
+            )
+    stratify = data.task == "classification"
+    if stratify:
+        _check_stratifiable(data.y, sizes)
+    index = np.arange(n)
+    try:
+        rest, test = train_test_split(
+            index, test_size=sizes["test"], random_state=config.seed,
+            stratify=data.y if stratify else None,
+        )
+        train, val = train_test_split(
+            rest, test_size=sizes["val"], random_state=config.seed,
+            stratify=data.y[rest] if stratify else None,
+        )
+    except ValueError as exc:
+        raise FittrackError(f"cannot split {n} rows as asked: {exc}") from exc
+    return {name: _take(data, idx) for name, idx in zip(PARTS, (train, val, test))}
+
+
+def _part_sizes(n: int, config: SplitConfig) -> dict[str, int]:
+    test = int(round(n * config.test_fraction))
+    val = int(round(n * config.val_fraction))
+    return {"train": n - test - val, "val": val, "test": test}
+
+
+def _check_stratifiable(y: np.ndarray, sizes: dict[str, int]) -> None:
+    labels, counts = np.unique(y, return_counts=True)
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < len(PARTS):
+        raise FittrackError(
+            f"class '{labels[smallest]}' has only {counts[smallest]} row(s); a stratified "
+            f"train/validation/test split needs at least {len(PARTS)} rows of every class"
+        )
+    for part, size in sizes.items():
+        if size < len(labels):
+            raise FittrackError(
+                f"the {part} split would hold {size} rows, fewer than the {len(labels)} classes; "
+                f"raise its fraction or use more data"
+            )
+
+
+def _take(data: Dataset, idx: np.ndarray) -> Part:
+    idx = np.sort(idx)
+    x = data.x.iloc[idx].reset_index(drop=True) if isinstance(data.x, pd.DataFrame) else data.x[idx]
+    return Part(x=x, y=data.y[idx])
+
+
+def class_balance(y: np.ndarray) -> dict[str, int]:
+    labels, counts = np.unique(y, return_counts=True)
+    return {str(label): int(count) for label, count in zip(labels, counts)}

@@ -1,0 +1,155 @@
+"""The train step as an MLflow run: params, every epoch, best checkpoint, test, baselines, model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+from importlib import metadata
+
+import mlflow
+from mlflow import MlflowClient
+
+from pipelines import baselines as baseline_models
+from pipelines import train as training
+from pipelines.models import mode_of
+from pipelines.split_step import DataParams, reuse_or_run_split
+from tracking import runs
+from tracking.datasets import CONTEXTS, dataset_inputs, load_split
+
+STEP = "train"
+PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
+_REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", "numpy")
+
+
+def run_train(data_params: DataParams, config: training.TrainConfig, split_run_id: str | None = None,
+              run_id: str | None = None, verbose: int | None = None) -> str:
+    """Train and track one model; return the train run's id."""
+    config.validate()
+    data_params.split_config.validate()
+    if not split_run_id:
+        # Before our own run opens: a new split run must be a run of its own.
+        split_run_id, reused = reuse_or_run_split(data_params)
+        print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
+    with runs.step_run(STEP, run_id=run_id, run_name=None) as run:
+        run_id = run.info.run_id
+        mlflow.set_tag("fittrack.split_run_id", split_run_id)
+        data = load_split(split_run_id)
+        config.validate(data.task)
+        config.resolved_model = training.resolve_model(config, data.kind)
+        device = training.configure_device(config)
+        prepared = training.prepare(data)
+        n_train = len(prepared.labels["train"])
+        runs.log_params({
+            **config.params(), **asdict(data_params), "split_run_id": split_run_id,
+            "resolved_model": config.resolved_model,
+            "iterations_per_epoch": training.iterations_per_epoch(n_train, config.batch_size),
+            **{f"{name}_size": size for name, size in data.sizes.items()},
+        })
+        mlflow.set_tags({runs.DATA_DIGEST_TAG: data.digest, "fittrack.task": data.task, "fittrack.device": device})
+        for name, ds in dataset_inputs(data).items():
+            mlflow.log_input(ds, context=CONTEXTS[name])
+        result = _fit_and_log(config, prepared, run_id, n_train, verbose)
+        _log_baselines(prepared, data, config, run, result)
+        _print_summary(run_id, result)
+    return run_id
+
+
+def _fit_and_log(config, prepared, run_id, n_train, verbose):
+    from tracking import evaluation
+    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
+    from tracking.diagnosis import diagnose
+    from tracking.models import log_model
+
+    task = prepared.meta["task"]
+    with training.temp_workdir() as workdir:
+        callbacks, checkpoint = training.keras_callbacks(config, workdir)
+        best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor))
+        callbacks.insert(1, best_logger)
+        callbacks.append(MlflowMetricsLogger(run_id, n_train))
+        model, history = training.fit(config, prepared, callbacks, verbose=_verbosity(verbose))
+
+        diagnosis = diagnose(history["loss"], history["val_loss"],
+                             baseline_models.dummy_loss(task, prepared.labels["train"]))
+        mlflow.set_tags({"diagnosis": diagnosis.label, "diagnosis_reason": diagnosis.reason})
+        summary = {
+            "best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
+            "epochs_run": len(history["loss"]), "lowest_val_loss_epoch": diagnosis.best_epoch,
+        }
+        test_metrics, predicted = training.evaluate_test(model, prepared)
+        mlflow.log_metrics({**{k: v for k, v in summary.items() if v is not None}, **test_metrics})
+
+        plots = evaluation.save_plots(history, PRIMARY_METRIC[task], task, prepared.labels["test"], predicted,
+                                      prepared.meta["classes"], os.path.join(workdir, "plots"))
+        for path in plots:
+            mlflow.log_artifact(path, "plots")
+        tensorboard_dir = os.path.join(workdir, "tensorboard")
+        if os.path.isdir(tensorboard_dir):
+            mlflow.log_artifacts(tensorboard_dir, "tensorboard")
+        example = _input_example(prepared)
+        model_uri = log_model(model, prepared.meta, prepared.preprocessor, example, _pip_requirements())
+        mlflow.set_tag("fittrack.model_uri", model_uri)
+    return {"test": test_metrics, "diagnosis": diagnosis, "summary": summary, "model_uri": model_uri, "task": task}
+
+
+def _input_example(prepared, n: int = 5):
+    raw = prepared.raw_train_x
+    return raw.iloc[:n] if hasattr(raw, "iloc") else raw[:n]
+
+
+def _log_baselines(prepared, data, config, train_run, result):
+    """Baselines as runs beside the Keras run; the Keras run carries the best one's score."""
+    task = prepared.meta["task"]
+    features = {n: f / prepared.image_scale if data.kind == "image" else f for n, f in prepared.features.items()}
+    fitted = baseline_models.fit_baselines(task, features, prepared.labels, config.seed)
+    client = MlflowClient()
+    parent = train_run.data.tags.get("mlflow.parentRunId") or mlflow.get_run(train_run.info.run_id).data.tags.get(
+        "mlflow.parentRunId")
+    for baseline in fitted:
+        tags = {runs.STEP_TAG: "baseline", "fittrack.baseline_for": train_run.info.run_id,
+                "fittrack.split_run_id": data.run_id, runs.DATA_DIGEST_TAG: data.digest}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        created = client.create_run(train_run.info.experiment_id, run_name=f"baseline-{baseline.name}", tags=tags)
+        for key, value in {"model": baseline.estimator, "baseline": baseline.name,
+                           "split_run_id": data.run_id}.items():
+            client.log_param(created.info.run_id, key, value)
+        for key, value in baseline.metrics.items():
+            client.log_metric(created.info.run_id, key, float(value))
+        client.set_terminated(created.info.run_id, "FINISHED")
+    metric = PRIMARY_METRIC[task]
+    best = max(fitted, key=lambda b: b.metrics[f"val_{metric}"])
+    keras_score = result["test"].get(f"test_{metric}")
+    baseline_score = best.metrics[f"test_{metric}"]
+    mlflow.log_metrics({f"baseline_test_{metric}": baseline_score,
+                        f"test_{metric}_margin": (keras_score - baseline_score) if keras_score is not None else 0.0})
+    mlflow.set_tag("fittrack.best_baseline", best.name)
+    result["baseline"] = (best.name, metric, baseline_score)
+
+
+def _pip_requirements() -> list[str]:
+    out = []
+    for name in _REQUIREMENTS:
+        try:
+            out.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _verbosity(verbose: int | None) -> int:
+    if verbose is not None:
+        return verbose
+    # A progress bar redrawn per batch floods a log file; one line per epoch reads well there.
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _print_summary(run_id: str, result: dict) -> None:
+    lines = [f"fittrack: train run {run_id} finished"]
+    lines += [f"  {k:<28} {v:.4f}" for k, v in sorted(result["test"].items())]
+    if "baseline" in result:
+        name, metric, score = result["baseline"]
+        lines.append(f"  baseline ({name}) test_{metric:<14} {score:.4f}")
+    lines.append(f"  diagnosis {result['diagnosis'].label}: {result['diagnosis'].reason}")
+    lines.append(f"  model: {result['model_uri']}  (runs:/{run_id}/model)")
+    print("\n".join(lines))

@@ -1,0 +1,79 @@
+"""Every test gets its own real MLflow tracking store (SQLite) and artifact folder.
+
+Creating an MLflow database runs its migrations (a second or two), so one empty database is
+made per session and copied for each test; each test's experiment keeps its artifacts in the
+test's own temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("store-template")
+    path = folder / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def tracking(tmp_path, empty_store, monkeypatch):
+    """A fresh store and experiment for this test, and no run left open afterwards."""
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_store, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    mlflow.set_tracking_uri(uri)
+    artifacts = tmp_path / "artifacts"
+    experiment_id = mlflow.MlflowClient().create_experiment("test", artifact_location=artifacts.as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    monkeypatch.chdir(tmp_path)
+    yield Tracking(uri=uri, experiment_id=experiment_id, folder=tmp_path)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+class Tracking:
+    def __init__(self, uri, experiment_id, folder):
+        self.uri, self.experiment_id, self.folder = uri, experiment_id, folder
+
+    @property
+    def client(self):
+        return mlflow.MlflowClient(tracking_uri=self.uri)
+
+    def runs(self, step: str | None = None, status: str | None = None):
+        clauses = []
+        if step:
+            clauses.append(f"tags.`fittrack.step` = '{step}'")
+        if status:
+            clauses.append(f"attributes.status = '{status}'")
+        return self.client.search_runs([self.experiment_id], filter_string=" and ".join(clauses),
+                                       order_by=["attributes.start_time ASC"])
+
+    def only_run(self, step: str):
+        found = self.runs(step)
+        assert len(found) == 1, f"expected one {step} run, found {len(found)}"
+        return found[0]
+
+
+def mlflow_run(*args, timeout=600):
+    """The real `mlflow run` of this project, in this test's store."""
+    command = [sys.executable, "-m", "mlflow", "run", PROJECT_ROOT, "--env-manager", "local", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,50 @@
+import numpy as np
+import pandas as pd
+
+from pipelines.preprocess import feature_types, image_scale, make_preprocessor
+from tracking.models import categorical_as_strings, class_codes, decode_output, encode_target, prepare_features
+
+
+def _rows():
+    return pd.DataFrame({
+        "age": [20.0, 30.0, np.nan, 50.0],
+        "rooms": [1, 2, 3, 4],
+        "city": ["paris", None, "rome", "paris"],
+        "owner": [True, False, True, False],
+    })
+
+
+def test_feature_types_split_numeric_from_categorical():
+    numeric, categorical = feature_types(_rows())
+    assert numeric == ["age", "rooms"]
+    assert categorical == ["city", "owner"]
+
+
+def test_preprocessor_is_fitted_on_training_rows_only():
+    train = _rows()
+    numeric, categorical = feature_types(train)
+    pre = make_preprocessor(train).fit(categorical_as_strings(train, categorical))
+    meta = {"kind": "tabular", "columns": list(train.columns), "categorical": categorical}
+    other = pd.DataFrame({"age": [1000.0], "rooms": [100], "city": ["oslo"], "owner": [True]})
+    features = prepare_features(other, meta, pre)
+    scaler = pre.named_transformers_["numeric"][-1]
+    # The missing age is imputed with the training median (30) before scaling.
+    assert scaler.mean_.tolist() == [(20 + 30 + 30 + 50) / 4, 2.5]
+    encoder = pre.named_transformers_["categorical"][-1]
+    assert encoder.categories_[0].tolist() == ["paris", "rome"]
+    # An unseen city is ignored (zeros in its one-hot block), not an error.
+    assert features.shape == (1, 2 + 2 + 2)
+    assert features[0, 2:4].tolist() == [0.0, 0.0]
+    assert np.isfinite(prepare_features(train, meta, pre)).all()
+
+
+def test_image_scale_and_targets():
+    assert image_scale(np.array([[0, 16.0]])) == 16.0
+    meta = {"task": "classification", "classes": ["a", "b", "c"]}
+    onehot = encode_target(["c", "a"], meta)
+    assert onehot.tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert decode_output(onehot, meta).tolist() == ["c", "a"]
+    binary = {"task": "classification", "classes": [0, 1]}
+    assert encode_target([1, 0], binary).ravel().tolist() == [1.0, 0.0]
+    assert decode_output(np.array([[0.9], [0.2]]), binary).tolist() == [1, 0]
+    assert class_codes(np.array([2, 0]), [0, 1, 2]).tolist() == [2, 0]

@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import data
+from pipelines.errors import FittrackError
+from pipelines.split import SplitConfig, class_balance, split
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    ds = data.load("builtin:iris")
+    parts = split(SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=3), ds)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 90, "val": 30, "test": 30}
+    for part in parts.values():
+        assert set(class_balance(part.y).values()) == {len(part) // 3}
+    again = split(SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=3), ds)
+    assert all(parts[k].x.equals(again[k].x) for k in parts)
+    other = split(SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=4), ds)
+    assert not parts["test"].x.equals(other["test"].x)
+    rows = pd.concat([p.x for p in parts.values()])
+    assert len(rows.drop_duplicates()) == len(ds.x.drop_duplicates())
+
+
+def test_regression_split_not_stratified():
+    ds = data.load("builtin:diabetes")
+    parts = split(SplitConfig(), ds)
+    assert sum(len(p) for p in parts.values()) == len(ds)
+
+
+@pytest.mark.parametrize("val, test, message", [
+    (0.5, 0.5, "val_fraction \\+ test_fraction must be below 1.*0.5 \\+ 0.5 = 1"),
+    (0.7, 0.4, "must be below 1"),
+    (0.0, 0.2, "val_fraction must be between 0 and 1 \\(exclusive\\), got 0.0"),
+    (0.2, 1.5, "test_fraction must be between 0 and 1"),
+])
+def test_bad_fractions(val, test, message):
+    with pytest.raises(FittrackError, match=message):
+        split(SplitConfig(val_fraction=val, test_fraction=test), data.load("builtin:iris"))
+
+
+def test_fraction_that_leaves_a_split_empty():
+    ds = data.Dataset(x=pd.DataFrame({"a": np.arange(6.0)}), y=np.arange(6.0), target="t", task="regression",
+                      kind="tabular", source="test", digest="d")
+    with pytest.raises(FittrackError, match="the val split would be empty: 6 rows with val_fraction=0.05"):
+        split(SplitConfig(val_fraction=0.05, test_fraction=0.3), ds)
+
+
+def test_class_too_small_to_stratify():
+    y = np.array(["a"] * 20 + ["b"] * 2)
+    ds = data.Dataset(x=pd.DataFrame({"a": np.arange(22.0)}), y=y, target="t", task="classification",
+                      kind="tabular", source="test", digest="d")
+    with pytest.raises(FittrackError, match="class 'b' has only 2 row\\(s\\)"):
+        split(SplitConfig(), ds)

@@ -1,0 +1,150 @@
+"""Keras callbacks that log to MLflow: every epoch's metrics, and the best checkpoint as it improves."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+import keras
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.keras"
+BEST_INFO = "best.json"
+
+
+class MlflowMetricsLogger(keras.callbacks.Callback):
+    """Logs every epoch's training and validation metrics with `step` = epoch.
+
+    Unlike mlflow.keras.MlflowCallback, validation metrics land at their epoch (not step 0,
+    mlflow issue 14293). Logging is asynchronous so it never waits on the tracking server.
+    Also logs the learning rate in force during the epoch, epoch seconds and samples per second.
+    """
+
+    def __init__(self, run_id: str, train_size: int, client: MlflowClient | None = None):
+        super().__init__()
+        if not run_id:
+            raise ValueError(f"run_id must name an MLflow run, got {run_id!r}")
+        if train_size < 0:
+            raise ValueError(f"train_size must be >= 0, got {train_size}")
+        self.run_id = run_id
+        self.train_size = train_size
+        self.client = client or MlflowClient()
+
+    def on_train_begin(self, logs=None):
+        self._epoch_start = None
+        self._learning_rate = None
+        self._pending = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._learning_rate = _learning_rate(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        values = {k: v for k, v in (logs or {}).items() if k != "learning_rate"}
+        values["epoch_seconds"] = seconds
+        values["samples_per_second"] = self.train_size / seconds if seconds > 0 else 0.0
+        if self._learning_rate is not None:
+            values["learning_rate"] = self._learning_rate
+        timestamp = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), timestamp, epoch) for k, v in values.items() if _is_number(v)]
+        self._pending.append(self.client.log_batch(self.run_id, metrics=metrics, synchronous=False))
+
+    def on_train_end(self, logs=None):
+        for operation in self._pending:
+            operation.wait()
+        self._pending = []
+
+
+class BestCheckpointLogger(keras.callbacks.Callback):
+    """Publishes `checkpoints/best.keras` and `best.json` each time Keras's ModelCheckpoint
+    saves a better epoch, so a crashed run still holds the best epoch so far.
+
+    It watches the ModelCheckpoint passed in (place it after that callback). Uploads run in a
+    background thread; a newer checkpoint replaces one still waiting to upload.
+    """
+
+    def __init__(self, checkpoint: keras.callbacks.ModelCheckpoint, run_id: str, mode: str,
+                 client: MlflowClient | None = None):
+        super().__init__()
+        if not isinstance(checkpoint, keras.callbacks.ModelCheckpoint):
+            raise ValueError(f"checkpoint must be a keras.callbacks.ModelCheckpoint, got {checkpoint!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.checkpoint = checkpoint
+        self.run_id = run_id
+        self.mode = mode
+        self.client = client or MlflowClient()
+
+    def on_train_begin(self, logs=None):
+        self.best_epoch = None
+        self.best_value = None
+        self._last_seen = self.checkpoint.best
+        self._staging = tempfile.mkdtemp(prefix="fittrack-best-")
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fittrack-ckpt")
+        self._future = None
+        self._warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        monitor = self.checkpoint.monitor
+        if monitor not in (logs or {}):
+            if not self._warned:
+                warnings.warn(f"best checkpoint not logged: monitored metric '{monitor}' is not in the "
+                              f"epoch's logs (available: {', '.join(sorted(logs or {}))})", stacklevel=2)
+                self._warned = True
+            return
+        best = self.checkpoint.best
+        if best is None or best == self._last_seen or not os.path.exists(self.checkpoint.filepath):
+            return
+        self._last_seen = best
+        self.best_epoch, self.best_value = epoch, float(best)
+        # Copy now, in this thread: ModelCheckpoint may overwrite the file next epoch.
+        snapshot = os.path.join(self._staging, f"epoch-{epoch}")
+        os.makedirs(snapshot)
+        shutil.copyfile(self.checkpoint.filepath, os.path.join(snapshot, BEST_CHECKPOINT))
+        with open(os.path.join(snapshot, BEST_INFO), "w") as f:
+            json.dump({"epoch": epoch, "monitor": monitor, "mode": self.mode, "value": float(best)}, f)
+        if self._future is not None:
+            self._future.cancel()  # not started yet: the newer checkpoint supersedes it
+        self._future = self._executor.submit(self._upload, snapshot)
+
+    def _upload(self, snapshot):
+        self.client.log_artifacts(self.run_id, snapshot, CHECKPOINT_DIR)
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+    def on_train_end(self, logs=None):
+        self.wait()
+
+    def wait(self):
+        """Block until the newest checkpoint is uploaded; raise what the upload raised."""
+        try:
+            if self._future is not None:
+                self._future.result()
+        finally:
+            self._executor.shutdown(wait=True)
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def _learning_rate(model):
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except Exception:  # a schedule object: its value depends on the step
+        return None
+
+
+def _is_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,119 @@
+"""Opening, joining, failing and finding MLflow runs for fittrack's steps."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import pathlib
+
+import mlflow
+from mlflow import MlflowClient
+
+from pipelines.errors import FittrackError
+from tracking import env
+
+STEP_TAG = "fittrack.step"
+CODE_VERSION_TAG = "fittrack.code_version"
+DATA_DIGEST_TAG = "fittrack.data_digest"
+ERROR_TAG = "error"
+
+_PACKAGES = ("pipelines", "tracking")
+
+
+def code_version() -> str:
+    """A digest of fittrack's own source, so reuse notices uncommitted changes too."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for package in _PACKAGES:
+        for path in sorted((root / package).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def step_run(step: str, run_id: str | None = None, run_name: str | None = None, tags: dict | None = None):
+    """Open the run for a step (joining the one `mlflow run` made, if any).
+
+    A FittrackError ends the run FAILED with the message in its `error` tag; so does any
+    other exception (then with its type); Ctrl-C ends it KILLED.
+    """
+    run = mlflow.start_run(run_id=run_id, run_name=run_name)
+    mlflow.set_tags({STEP_TAG: step, CODE_VERSION_TAG: code_version(), **(tags or {})})
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end(ERROR_TAG, "interrupted", "KILLED")
+        raise
+    except FittrackError as exc:
+        _end(ERROR_TAG, str(exc), "FAILED")
+        raise
+    except BaseException as exc:
+        _end(ERROR_TAG, f"{type(exc).__name__}: {exc}".splitlines()[0][:5000], "FAILED")
+        raise
+    else:
+        mlflow.flush_async_logging()
+        mlflow.end_run("FINISHED")
+
+
+def _end(key: str, value: str, status: str) -> None:
+    try:
+        mlflow.flush_async_logging()
+    except Exception:  # the run must still be closed if the queue is broken
+        pass
+    mlflow.set_tag(key, value)
+    mlflow.end_run(status)
+
+
+def log_params(params: dict) -> None:
+    """Log params into the active run, leaving alone those `mlflow run` already logged
+    (it records -P values as typed, e.g. '1e-3', and MLflow refuses a changed value)."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {k: _param_string(v) for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def _param_string(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def fail_run(run_id: str, message: str) -> None:
+    """Mark a run that is still RUNNING as FAILED with the reason (used for errors raised
+    before or outside `step_run`, e.g. a bad command-line value under `mlflow run`)."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        return
+    if run.info.status == "RUNNING":
+        client.set_tag(run_id, ERROR_TAG, message)
+        client.set_terminated(run_id, "FAILED")
+
+
+def find_finished_run(step: str, params: dict, tags: dict, experiment_id: str | None = None):
+    """The newest FINISHED run of `step` whose params and tags all match, or None.
+
+    This is the reuse check of MLflow's multistep example, with our own code version
+    and data digest in place of the git commit.
+    """
+    experiment_id = experiment_id or _current_experiment_id()
+    clauses = [f"tags.`{STEP_TAG}` = '{step}'", "attributes.status = 'FINISHED'"]
+    clauses += [f"params.`{k}` = '{_quote(v)}'" for k, v in params.items()]
+    clauses += [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=" and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0] if runs else None
+
+
+def _quote(value) -> str:
+    return str(value).replace("'", "\\'")
+
+
+def _current_experiment_id() -> str:
+    active = mlflow.active_run()
+    if active is not None:
+        return active.info.experiment_id
+    return env.MLFLOW_EXPERIMENT_ID.get() or mlflow.tracking.fluent._get_experiment_id()
