@@ -92,7 +92,7 @@ def _load_builtin(name: str):
         raise FittrackError(f"unknown builtin data set '{BUILTIN_PREFIX}{name}'; choose one of {accepted}")
     if name == "digits":
         bunch = datasets.load_digits()
-        return bunch.images.astype("float32"), bunch.target, "image", "classification"
+        return bunch.images, bunch.target, "image", "classification"
     loader = getattr(datasets, f"load_{name}")
     bunch = loader(as_frame=True)
     task = "regression" if name == "diabetes" else "classification"
@@ -137,7 +137,7 @@ def _load_npz(path: str):
     if x.ndim == 2:
         return pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])]), y, "tabular"
     if x.ndim in (3, 4):
-        return x.astype("float32"), y, "image"
+        return x, y, "image"
     raise FittrackError(
         f"NPZ file '{path}': 'x' has shape {x.shape}; expected N x features or N x H x W [x C] images"
     )

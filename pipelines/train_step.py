@@ -11,6 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from pipelines import baselines as baseline_models
+from pipelines import data as data_sources
 from pipelines import train as training
 from pipelines.models import mode_of
 from pipelines.split_step import DataParams, reuse_or_run_split
@@ -28,6 +29,10 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
     config.validate()
     data_params.split_config.validate()
     if not split_run_id:
+        # Check what depends on the data before a split run is made for a doomed training run.
+        dataset = data_sources.load(data_params.data, data_params.target, data_params.task)
+        config.validate(dataset.task)
+        training.resolve_model(config, dataset.kind)
         # Before our own run opens: a new split run must be a run of its own.
         split_run_id, reused = reuse_or_run_split(data_params)
         print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)

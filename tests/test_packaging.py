@@ -1,0 +1,59 @@
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import yaml
+from click.testing import CliRunner
+
+from pipelines.cli import cli
+from tests.conftest import PROJECT_ROOT
+
+
+def _read(name):
+    with open(os.path.join(PROJECT_ROOT, name), "rb") as f:
+        return f.read()
+
+
+def test_conda_yaml_and_pyproject_name_the_same_dependencies():
+    pyproject = tomllib.loads(_read("pyproject.toml").decode())["project"]["dependencies"]
+    conda = yaml.safe_load(_read("conda.yaml"))
+    pip_list = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert sorted(pip_list) == sorted(pyproject)
+
+
+def test_mlproject_entry_points_match_the_cli():
+    project = yaml.safe_load(_read("MLproject"))
+    assert {"main", "split", "train"} <= set(project["entry_points"])
+    for name, entry in project["entry_points"].items():
+        command = cli.commands[name]
+        options = {o.name: o for o in command.params}
+        used = re.findall(r"--([a-z0-9-]+) \"?\{(\w+)\}", entry["command"])
+        assert {param for _, param in used} == set(entry["parameters"]), name
+        for flag, param in used:
+            assert flag.replace("-", "_") == param, (name, flag)
+            option = options[param]
+            default = entry["parameters"][param]["default"]
+            if isinstance(option.default, bool):
+                assert str(option.default).lower() == default, (name, param)
+            elif option.default not in (None, ""):
+                assert type(option.default)(default) == option.default, (name, param)
+
+
+def test_cli_import_is_light():
+    code = ("import sys, pipelines.cli; heavy = [m for m in ('tensorflow', 'keras', 'mlflow', 'sklearn') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_lists_every_step_and_parameter():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for step in ("split", "train", "main"):
+        assert step in result.output
+    result = CliRunner().invoke(cli, ["train", "--help"])
+    for option in ("--data", "--target", "--task", "--val-fraction", "--test-fraction", "--seed", "--epochs",
+                   "--batch-size", "--dropout", "--monitor", "--class-weight", "--device", "--mixed-precision"):
+        assert option in result.output, option
