@@ -57,3 +57,11 @@ def test_help_lists_every_step_and_parameter():
     for option in ("--data", "--target", "--task", "--val-fraction", "--test-fraction", "--seed", "--epochs",
                    "--batch-size", "--dropout", "--monitor", "--class-weight", "--device", "--mixed-precision"):
         assert option in result.output, option
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = _read("README.md").decode()
+    after = readme.split("Run the tests:", 1)[1]
+    command = after.split("```", 2)[1].strip()
+    ci = [line for line in _read(".ci/run").decode().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == command

@@ -1,0 +1,104 @@
+"""What fittrack's tracking costs a Keras fit, next to a plain fit and mlflow.keras.autolog.
+
+The same CNN on builtin:digits is fitted plainly, with fittrack's tracking callbacks (every
+epoch's metrics, asynchronously, and the best checkpoint as it improves) and with MLflow's
+autologging, in turn, several rounds, into a throwaway SQLite store. Prints each variant's
+median fit seconds and the ratios; the last line is `fittrack/plain median ratio: R`.
+
+    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    import keras
+    import mlflow
+
+    from pipelines import data as data_sources
+    from pipelines.models import build_model, compile_model
+    from pipelines.split import SplitConfig, split
+    from pipelines.train import TrainConfig
+    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
+    from tracking.models import encode_target
+
+    workdir = tempfile.mkdtemp(prefix="fittrack-bench-")
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
+    mlflow.set_experiment("tracking-overhead")
+    dataset = data_sources.load("builtin:digits")
+    parts = split(SplitConfig(), dataset)
+    meta = {"task": "classification", "classes": sorted(set(dataset.y.tolist()))}
+    x, y = parts["train"].x, encode_target(parts["train"].y, meta)
+    xv, yv = parts["val"].x, encode_target(parts["val"].y, meta)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size)
+    config.resolved_model = "cnn"
+
+    def fresh_model():
+        keras.utils.set_random_seed(0)
+        model = build_model(config, x.shape[1:], "classification", 10, image_scale=16.0)
+        compile_model(model, config, "classification", 10)
+        return model
+
+    def fit(model, callbacks):
+        start = time.perf_counter()
+        model.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=args.batch_size,
+                  callbacks=callbacks, verbose=0)
+        return time.perf_counter() - start
+
+    def plain():
+        return fit(fresh_model(), [])
+
+    def fittrack():
+        model = fresh_model()
+        with mlflow.start_run() as run:
+            checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(workdir, "best.keras"), monitor="val_loss",
+                                                         mode="min", save_best_only=True)
+            callbacks = [checkpoint, BestCheckpointLogger(checkpoint, run.info.run_id, "min"),
+                         MlflowMetricsLogger(run.info.run_id, len(x))]
+            return fit(model, callbacks)
+
+    def autolog():
+        model = fresh_model()
+        mlflow.keras.autolog(silent=True)
+        try:
+            with mlflow.start_run():
+                return fit(model, [])
+        finally:
+            mlflow.keras.autolog(disable=True)
+
+    variants = {"plain": plain, "fittrack": fittrack, "autolog": autolog}
+    for run in variants.values():  # warm-up: graph tracing and first-use costs, not timed
+        run()
+    times = {name: [] for name in variants}
+    for round_ in range(args.repeats):
+        order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+        for name in order:
+            times[name].append(variants[name]())
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in variants), flush=True)
+
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\n{args.repeats} rounds of {args.epochs} epochs, builtin:digits CNN, batch {args.batch_size}")
+    for name, value in medians.items():
+        print(f"{name:<9} median {value:.3f}s  (min {min(times[name]):.3f}s, max {max(times[name]):.3f}s)")
+    print(f"autolog/plain median ratio: {medians['autolog'] / medians['plain']:.3f}")
+    print(f"fittrack/plain median ratio: {medians['fittrack'] / medians['plain']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
