@@ -72,7 +72,12 @@ def _fit_and_log(config, prepared, run_id, n_train, verbose):
         best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor))
         callbacks.insert(1, best_logger)
         callbacks.append(MlflowMetricsLogger(run_id, n_train))
-        model, history = training.fit(config, prepared, callbacks, verbose=_verbosity(verbose))
+        try:
+            model, history = training.fit(config, prepared, callbacks, verbose=_verbosity(verbose))
+        except BaseException:
+            # Keras skips on_train_end when fit raises: publish the best epoch so far anyway.
+            best_logger.wait(raise_errors=False)
+            raise
 
         diagnosis = diagnose(history["loss"], history["val_loss"],
                              baseline_models.dummy_loss(task, prepared.labels["train"]))

@@ -25,6 +25,12 @@ def _model():
     return model
 
 
+def _best_checkpoint(tmp_path, run, monitor="val_loss", mode="min"):
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor=monitor, mode=mode,
+                                                 save_best_only=True)
+    return checkpoint, BestCheckpointLogger(checkpoint, run.info.run_id, mode=mode)
+
+
 def test_every_epoch_is_logged_at_its_step(tracking):
     x, y, xv, yv = _data()
     with mlflow.start_run() as run:
@@ -41,10 +47,8 @@ def test_every_epoch_is_logged_at_its_step(tracking):
 
 def test_best_checkpoint_is_the_best_epoch_and_loads(tracking, tmp_path):
     x, y, xv, yv = _data()
-    path = str(tmp_path / "best.keras")
-    checkpoint = keras.callbacks.ModelCheckpoint(path, monitor="val_loss", mode="min", save_best_only=True)
     with mlflow.start_run() as run:
-        logger = BestCheckpointLogger(checkpoint, run.info.run_id, mode="min")
+        checkpoint, logger = _best_checkpoint(tmp_path, run)
         history = _model().fit(x, y, validation_data=(xv, yv), epochs=8, verbose=0,
                                callbacks=[checkpoint, logger])
     best_epoch = int(np.argmin(history.history["val_loss"]))
@@ -60,10 +64,8 @@ def test_best_checkpoint_is_the_best_epoch_and_loads(tracking, tmp_path):
 
 def test_missing_monitor_warns_instead_of_crashing(tracking, tmp_path):
     x, y, _, _ = _data()
-    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "b.keras"), monitor="val_auc", mode="max",
-                                                 save_best_only=True)
     with mlflow.start_run() as run:
-        logger = BestCheckpointLogger(checkpoint, run.info.run_id, mode="max")
+        checkpoint, logger = _best_checkpoint(tmp_path, run, monitor="val_auc", mode="max")
         with pytest.warns(UserWarning, match="monitored metric 'val_auc' is not in the epoch's logs"):
             _model().fit(x, y, epochs=2, verbose=0, callbacks=[checkpoint, logger])
     assert logger.best_epoch is None
@@ -79,3 +81,28 @@ def test_missing_monitor_warns_instead_of_crashing(tracking, tmp_path):
 def test_arguments_are_checked(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+class _CrashAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_crashed_fit_still_holds_its_best_checkpoint(tracking, tmp_path):
+    x, y, xv, yv = _data()
+    with mlflow.start_run() as run:
+        checkpoint, logger = _best_checkpoint(tmp_path, run)
+        model = _model()
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            model.fit(x, y, validation_data=(xv, yv), epochs=10, verbose=0,
+                      callbacks=[checkpoint, logger, _CrashAt(3)])
+        logger.wait(raise_errors=False)
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints")
+    info = json.load(open(os.path.join(local, "best.json")))
+    assert info["epoch"] == logger.best_epoch <= 3
+    assert os.path.getsize(os.path.join(local, "best.keras")) > 0

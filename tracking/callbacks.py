@@ -123,11 +123,19 @@ class BestCheckpointLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.wait()
 
-    def wait(self):
-        """Block until the newest checkpoint is uploaded; raise what the upload raised."""
+    def wait(self, raise_errors: bool = True):
+        """Block until the newest checkpoint is uploaded; raise what the upload raised.
+
+        Safe to call again, and called by the train step when the fit itself fails, so that a
+        crashed run still ends up holding its best epoch.
+        """
+        future, self._future = self._future, None
         try:
-            if self._future is not None:
-                self._future.result()
+            if future is not None and not future.cancelled():
+                future.result()
+        except Exception:
+            if raise_errors:
+                raise
         finally:
             self._executor.shutdown(wait=True)
             shutil.rmtree(self._staging, ignore_errors=True)
