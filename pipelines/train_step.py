@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from pipelines import baselines as baseline_models
 from pipelines import data as data_sources
 from pipelines import train as training
-from pipelines.models import mode_of
+from pipelines.tracked_fit import fit_tracked
 from pipelines.split_step import DataParams, reuse_or_run_split
 from tracking import runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
@@ -54,52 +54,39 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         mlflow.set_tags({runs.DATA_DIGEST_TAG: data.digest, "fittrack.task": data.task, "fittrack.device": device})
         for name, ds in dataset_inputs(data).items():
             mlflow.log_input(ds, context=CONTEXTS[name])
-        result = _fit_and_log(config, prepared, run_id, n_train, verbose)
+        result = _fit_and_log(config, prepared, run_id, verbose)
         _log_baselines(prepared, data, config, run, result)
         _print_summary(run_id, result)
     return run_id
 
 
-def _fit_and_log(config, prepared, run_id, n_train, verbose):
+def _fit_and_log(config, prepared, run_id, verbose):
     from tracking import evaluation
-    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
-    from tracking.diagnosis import diagnose
-    from tracking.models import log_model
 
     task = prepared.meta["task"]
     with training.temp_workdir() as workdir:
-        callbacks, checkpoint = training.keras_callbacks(config, workdir)
-        best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor))
-        callbacks.insert(1, best_logger)
-        callbacks.append(MlflowMetricsLogger(run_id, n_train))
-        try:
-            model, history = training.fit(config, prepared, callbacks, verbose=_verbosity(verbose))
-        except BaseException:
-            # Keras skips on_train_end when fit raises: publish the best epoch so far anyway.
-            best_logger.wait(raise_errors=False)
-            raise
-
-        diagnosis = diagnose(history["loss"], history["val_loss"],
-                             baseline_models.dummy_loss(task, prepared.labels["train"]))
-        mlflow.set_tags({"diagnosis": diagnosis.label, "diagnosis_reason": diagnosis.reason})
-        summary = {
-            "best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
-            "epochs_run": len(history["loss"]), "lowest_val_loss_epoch": diagnosis.best_epoch,
-        }
-        test_metrics, predicted = training.evaluate_test(model, prepared)
-        mlflow.log_metrics({**{k: v for k, v in summary.items() if v is not None}, **test_metrics})
-
-        plots = evaluation.save_plots(history, PRIMARY_METRIC[task], task, prepared.labels["test"], predicted,
-                                      prepared.meta["classes"], os.path.join(workdir, "plots"))
+        outcome = fit_tracked(config, prepared, run_id, workdir, verbose)
+        test_metrics, predicted = training.evaluate_test(outcome.model, prepared)
+        mlflow.log_metrics(test_metrics)
+        plots = evaluation.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
+                                      predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))
         for path in plots:
             mlflow.log_artifact(path, "plots")
         tensorboard_dir = os.path.join(workdir, "tensorboard")
         if os.path.isdir(tensorboard_dir):
             mlflow.log_artifacts(tensorboard_dir, "tensorboard")
-        example = _input_example(prepared)
-        model_uri = log_model(model, prepared.meta, prepared.preprocessor, example, _pip_requirements())
-        mlflow.set_tag("fittrack.model_uri", model_uri)
-    return {"test": test_metrics, "diagnosis": diagnosis, "summary": summary, "model_uri": model_uri, "task": task}
+        model_uri = log_trained_model(outcome.model, prepared)
+    return {"test": test_metrics, "diagnosis": outcome.diagnosis, "model_uri": model_uri, "task": task}
+
+
+def log_trained_model(model, prepared) -> str:
+    """Log `network` and `model` into the active run; return the model's URI."""
+    from tracking.models import log_model
+
+    model_uri = log_model(model, prepared.meta, prepared.preprocessor, _input_example(prepared),
+                          pip_requirements())
+    mlflow.set_tag("fittrack.model_uri", model_uri)
+    return model_uri
 
 
 def _input_example(prepared, n: int = 5):
@@ -137,7 +124,7 @@ def _log_baselines(prepared, data, config, train_run, result):
     result["baseline"] = (best.name, metric, baseline_score)
 
 
-def _pip_requirements() -> list[str]:
+def pip_requirements() -> list[str]:
     out = []
     for name in _REQUIREMENTS:
         try:
@@ -145,13 +132,6 @@ def _pip_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def _verbosity(verbose: int | None) -> int:
-    if verbose is not None:
-        return verbose
-    # A progress bar redrawn per batch floods a log file; one line per epoch reads well there.
-    return 1 if sys.stdout.isatty() else 2
 
 
 def _print_summary(run_id: str, result: dict) -> None:

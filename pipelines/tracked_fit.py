@@ -1,0 +1,64 @@
+"""One Keras fit tracked in an MLflow run: every epoch, the best checkpoint, the diagnosis.
+
+Shared by the train step and by every Optuna trial, so that a trial is tracked exactly as a
+training run is. It talks to the run through its id (MlflowClient), not the fluent API, since a
+trial's run is not the process's active run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from pipelines import baselines as baseline_models
+from pipelines import train as training
+from pipelines.models import mode_of
+
+
+@dataclass
+class FitOutcome:
+    model: object
+    history: dict
+    best_epoch: int | None
+    best_value: float | None
+    diagnosis: object
+
+
+def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_id: str, workdir: str,
+                verbose: int | None = None, extra_callbacks: tuple = ()) -> FitOutcome:
+    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
+    from tracking.diagnosis import diagnose
+
+    client = MlflowClient()
+    callbacks, checkpoint = training.keras_callbacks(config, workdir)
+    best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
+    callbacks.insert(1, best_logger)
+    callbacks.append(MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client))
+    # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
+    callbacks.extend(extra_callbacks)
+    try:
+        model, history = training.fit(config, prepared, callbacks, verbose=verbosity(verbose))
+    except BaseException:
+        # Keras skips on_train_end when fit raises: publish the best epoch so far anyway.
+        best_logger.wait(raise_errors=False)
+        raise
+    diagnosis = diagnose(history["loss"], history["val_loss"],
+                         baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]))
+    summary = {"best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
+               "epochs_run": len(history["loss"]), "lowest_val_loss_epoch": diagnosis.best_epoch}
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None])
+    client.set_tag(run_id, "diagnosis", diagnosis.label)
+    client.set_tag(run_id, "diagnosis_reason", diagnosis.reason)
+    return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
+
+
+def verbosity(verbose: int | None) -> int:
+    if verbose is not None:
+        return verbose
+    # A progress bar redrawn per batch floods a log file; one line per epoch reads well there.
+    return 1 if sys.stdout.isatty() else 2
