@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 
 import click
 
@@ -15,6 +16,10 @@ import click
 # per-file artifact download bars say nothing about the run.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Library notices that repeat on every run and ask nothing of the user.
+for _message in (".*Integer columns in Python cannot represent missing values.*", ".*type hints.*",
+                 ".*is experimental.*", ".*experimental feature.*"):
+    warnings.filterwarnings("ignore", message=_message)
 
 from pipelines.errors import FittrackError
 
@@ -49,7 +54,10 @@ def data_options(f):
     return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
 
 
-def train_options(f):
+def train_options(f=None, *, exclude: tuple = ()):
+    """The training options; `exclude` leaves out those a command defines its own way."""
+    if f is None:
+        return lambda g: train_options(g, exclude=exclude)
     from pipelines.models import MODELS, OPTIMIZERS
     from pipelines.train import CLASS_WEIGHTS, DEVICES, TrainConfig
 
@@ -85,7 +93,13 @@ def train_options(f):
                      help="Write TensorBoard logs (logged as the run's tensorboard/ artifacts)."),
         click.option("--quiet", is_flag=True, help="No progress output from Keras."),
     ]
+    options = [o for o in options if _option_name(o) not in exclude]
     return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
+
+
+def _option_name(decorator) -> str:
+    probe = decorator(lambda: None)
+    return probe.__click_params__[-1].name
 
 
 def _split_data_params(kwargs: dict):
@@ -131,6 +145,51 @@ def train(split_run_id, quiet, **kwargs):
     data_params = _split_data_params(kwargs)
     config = _train_config(kwargs, data_params.seed)
     run_train(data_params, config, split_run_id=split_run_id or None, verbose=0 if quiet else None)
+
+
+@cli.command()
+@data_options
+@click.option("--split-run-id", default="", help="Tune on this split run's parts; default: reuse a matching "
+              "finished split, or make one.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Finished (complete or pruned) trials the study should reach, over all workers.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Stop starting trials after this many seconds (0: no limit).")
+@click.option("--metric", default="val_loss", show_default=True,
+              help="Validation metric to optimise, e.g. val_loss, val_accuracy, val_auc, val_r2_score.")
+@click.option("--direction", type=click.Choice(["auto", "minimize", "maximize"]), default="auto",
+              show_default=True, help="auto: from the metric (loss, mse, mae minimised; the rest maximised).")
+@click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes or gp (gp needs torch).")
+@click.option("--pruner", default="median", show_default=True, help="median, hyperband or none.")
+@click.option("--study", default="", help="Study name (default: DATA-MODEL, e.g. digits-cnn); the same name "
+              "resumes the study.")
+@click.option("--storage", default="", help="Optuna storage URL, e.g. postgresql://user@host/db "
+              "(default: optuna.db beside the MLflow SQLite store).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local processes sharing the study.")
+@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True,
+              help="The most epochs a trial may run.")
+@click.option("--search-space", default="", help="YAML file overriding the default search space.")
+@click.option("--heartbeat-interval", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Seconds between a running trial's heartbeats.")
+@click.option("--grace-period", type=click.IntRange(min=2), default=30, show_default=True,
+              help="Seconds without heartbeat after which another worker fails (and retries) a trial.")
+@click.option("--parent-run-id", default="", hidden=True)
+@click.option("--worker-index", type=int, default=0, hidden=True)
+@train_options(exclude=("epochs", "monitor"))
+def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, study, storage, workers, epochs,
+         search_space, heartbeat_interval, grace_period, parent_run_id, worker_index, quiet, **kwargs):
+    """Search hyperparameters with Optuna; every trial is a nested, fully tracked training run."""
+    from pipelines.tune_step import TuneParams, run_tune
+
+    data_params = _split_data_params(kwargs)
+    base = _train_config(kwargs, data_params.seed)
+    params = TuneParams(n_trials=n_trials, timeout=timeout, metric=metric, direction=direction, sampler=sampler,
+                        pruner=pruner, study=study, storage=storage, workers=workers, epochs=epochs,
+                        search_space=search_space, heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period)
+    run_tune(data_params, base, params, split_run_id=split_run_id, parent_run_id=parent_run_id,
+             worker_index=worker_index, verbose=not quiet)
 
 
 @cli.command(name="main")

@@ -1,0 +1,204 @@
+"""Optuna pieces of the tune step: sampler, pruner, storage, and the objective over tracked trials."""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import replace
+
+from mlflow import MlflowClient
+
+from pipelines import train as training
+from pipelines.errors import FittrackError
+from pipelines.models import MAXIMISED, metric_names, mode_of
+from tracking import runs
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("median", "hyperband", "none")
+DIRECTIONS = ("auto", "minimize", "maximize")
+TRIAL_STEP = "trial"
+RUN_ID_ATTR = "mlflow_run_id"
+
+
+def check_metric(metric: str, task: str) -> None:
+    known = {f"val_{m}" for m in ("loss", "mse", "mae", "r2_score", *MAXIMISED)}
+    logged = [f"val_{m}" for m in metric_names(task)]
+    if metric not in known:
+        raise FittrackError(f"unknown metric '{metric}'; choose a validation metric: {', '.join(logged)}")
+    if metric not in logged:
+        raise FittrackError(f"metric '{metric}' is not logged for {task}; choose one of {', '.join(logged)}")
+
+
+def direction_for(metric: str, direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise FittrackError(f"unknown direction '{direction}'; choose one of {', '.join(DIRECTIONS)}")
+    if direction != "auto":
+        return direction
+    return "maximize" if mode_of(metric) == "max" else "minimize"
+
+
+def make_sampler(name: str, seed: int):
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES covers numeric ranges; choices fall back to independent (random) sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (GPSampler needs it)
+        except ImportError:
+            raise FittrackError("sampler 'gp' needs PyTorch: pip install torch (or choose tpe, random, cmaes)") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise FittrackError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int):
+    import optuna
+
+    if name == "median":
+        # The first trials run to the end to set the median; the first epochs are too noisy to judge.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(2, max(epochs - 1, 0)))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise FittrackError(f"unknown pruner '{name}'; choose one of {', '.join(PRUNERS)}")
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with any password hidden, for params, tags and messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=None):
+    """An RDB storage with heartbeats, so a dead worker's trial is failed (and retried) by another."""
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
+    except sqlalchemy.exc.ArgumentError:
+        raise FittrackError(f"storage '{mask_url(url)}' is not a database URL (e.g. sqlite:///optuna.db, "
+                            f"postgresql://user@host/db)") from None
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise FittrackError(f"cannot reach storage '{mask_url(url)}': {reason}") from None
+    except ModuleNotFoundError as exc:
+        raise FittrackError(f"storage '{mask_url(url)}' needs the database driver '{exc.name}'") from None
+
+
+def stale_trial_callback(max_retry: int = 2):
+    """Called by whichever worker notices a dead worker's trial: end its MLflow run FAILED, retry it."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def on_stale(study, trial):
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            runs.fail_run(run_id, f"worker stopped sending heartbeats; trial {trial.number} failed by another worker")
+            MlflowClient().set_tag(run_id, "optuna.state", "FAIL")
+        retry(study, trial)
+
+    return on_stale
+
+
+def check_space(space: dict, base: training.TrainConfig, task: str, kind: str) -> None:
+    """Every fixed value, choice and range end must make a valid configuration."""
+    from pipelines.search_space import Choice, Fixed, Range
+
+    for name, spec in space.items():
+        values = (spec.value,) if isinstance(spec, Fixed) else spec.choices if isinstance(spec, Choice) else (
+            (spec.low, spec.high) if isinstance(spec, Range) else ())
+        for value in values:
+            candidate = replace(base, **{name: value})
+            try:
+                candidate.validate(task)
+                training.resolve_model(candidate, kind)
+            except FittrackError as exc:
+                raise FittrackError(f"search space: {name}={value!r} is not usable: {exc}") from None
+
+
+class Objective:
+    """One Optuna trial = one nested MLflow run holding what a training run holds (but no test)."""
+
+    def __init__(self, base: training.TrainConfig, space: dict, prepared, metric: str, parent_run_id: str,
+                 experiment_id: str, study_name: str, split_run_id: str, kind: str, workdir: str):
+        self.base, self.space, self.prepared, self.metric = base, space, prepared, metric
+        self.parent_run_id, self.experiment_id, self.study_name = parent_run_id, experiment_id, study_name
+        self.split_run_id, self.kind, self.workdir = split_run_id, kind, workdir
+        self.client = MlflowClient()
+
+    def __call__(self, trial):
+        import keras
+        import optuna
+        from optuna_integration import KerasPruningCallback
+
+        class Pruning(KerasPruningCallback):
+            last_epoch = None
+
+            def on_epoch_end(self, epoch, logs=None):
+                Pruning.last_epoch = epoch
+                super().on_epoch_end(epoch, logs)
+
+        params = {name: spec.suggest(trial, name) for name, spec in self.space.items()}
+        config = replace(self.base, **params, monitor=self.metric)
+        config.resolved_model = training.resolve_model(config, self.kind)
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags={
+            "mlflow.parentRunId": self.parent_run_id, runs.STEP_TAG: TRIAL_STEP,
+            runs.CODE_VERSION_TAG: runs.code_version(), "optuna.study_name": self.study_name,
+            "optuna.trial_number": str(trial.number), "optuna.state": "RUNNING",
+            "fittrack.split_run_id": self.split_run_id,
+        })
+        run_id = run.info.run_id
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        trial.set_user_attr("pid", os.getpid())
+        _log_params(self.client, run_id, {**config.params(), "resolved_model": config.resolved_model,
+                                          "split_run_id": self.split_run_id, "trial_number": trial.number})
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(self.base.seed + trial.number)
+        from pipelines.tracked_fit import fit_tracked
+
+        workdir = os.path.join(self.workdir, f"trial-{trial.number}-{os.getpid()}")
+        os.makedirs(workdir, exist_ok=True)
+        try:
+            outcome = fit_tracked(config, self.prepared, run_id, workdir, verbose=0,
+                                  extra_callbacks=(Pruning(trial, self.metric),))
+        except optuna.TrialPruned:
+            self.client.set_tag(run_id, "pruned", "true")
+            self.client.set_tag(run_id, "pruned_epoch", str(Pruning.last_epoch))
+            self.client.set_tag(run_id, "optuna.state", "PRUNED")
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        except Exception as exc:
+            self.client.set_tag(run_id, runs.ERROR_TAG, f"{type(exc).__name__}: {exc}".splitlines()[0][:5000])
+            self.client.set_tag(run_id, "optuna.state", "FAIL")
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        finally:
+            gc.collect()
+        value = outcome.best_value if outcome.best_value is not None else float("nan")
+        self.client.set_tag(run_id, "optuna.state", "COMPLETE")
+        self.client.set_terminated(run_id, "FINISHED")
+        trial.set_user_attr("best_epoch", outcome.best_epoch)
+        trial.set_user_attr("epochs_run", len(outcome.history["loss"]))
+        return value
+
+
+def _log_params(client, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v).lower() if isinstance(v, bool) else str(v))
+                                     for k, v in params.items()])
+

@@ -1,0 +1,187 @@
+"""The tune step: an Optuna study whose trials are nested MLflow runs under this step's run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import mlflow
+from mlflow import MlflowClient
+
+from pipelines import data as data_sources
+from pipelines import train as training
+from pipelines import tune as tuning
+from pipelines.errors import FittrackError
+from pipelines.search_space import load_space
+from pipelines.split_step import DataParams, reuse_or_run_split
+from tracking import runs
+from tracking.datasets import load_split
+
+STEP = "tune"
+
+
+@dataclass
+class TuneParams:
+    n_trials: int = 20
+    timeout: float = 0.0  # seconds; 0 means no limit
+    metric: str = "val_loss"
+    direction: str = "auto"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    study: str = ""
+    storage: str = ""
+    workers: int = 1
+    epochs: int = 15
+    search_space: str = ""
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+
+    def validate(self) -> None:
+        if not isinstance(self.n_trials, int) or self.n_trials < 1:
+            raise FittrackError(f"n_trials must be a positive whole number, got {self.n_trials!r}")
+        if self.workers < 1:
+            raise FittrackError(f"workers must be a positive whole number, got {self.workers!r}")
+        if self.timeout < 0:
+            raise FittrackError(f"timeout must be >= 0 seconds (0: no limit), got {self.timeout}")
+        if self.sampler not in tuning.SAMPLERS:
+            raise FittrackError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(tuning.SAMPLERS)}")
+        if self.pruner not in tuning.PRUNERS:
+            raise FittrackError(f"unknown pruner '{self.pruner}'; choose one of {', '.join(tuning.PRUNERS)}")
+        tuning.direction_for(self.metric, self.direction)
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise FittrackError(f"need heartbeat_interval >= 1 and grace_period above it, got "
+                                f"{self.heartbeat_interval} and {self.grace_period}")
+
+
+def default_storage() -> str:
+    """An SQLite file beside the tracking store (or in this folder when the store is a server)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(uri[len("sqlite:///"):]) or "."
+        return f"sqlite:///{os.path.join(folder, 'optuna.db')}"
+    return "sqlite:///optuna.db"
+
+
+def default_study(data: str, family: str) -> str:
+    name = data.split(":", 1)[1] if data.startswith("builtin:") else os.path.splitext(os.path.basename(data))[0]
+    return f"{name}-{family}"
+
+
+def run_tune(data_params: DataParams, base: training.TrainConfig, params: TuneParams, split_run_id: str = "",
+             parent_run_id: str = "", worker_index: int = 0, verbose: bool = True) -> str:
+    """Run a study (or, with `parent_run_id`, one extra worker of it); return the step run's id."""
+    params.validate()
+    base.validate()
+    data_params.split_config.validate()
+    dataset = data_sources.load(data_params.data, data_params.target, data_params.task)
+    tuning.check_metric(params.metric, dataset.task)
+    family = training.resolve_model(base, dataset.kind)
+    space = load_space(params.search_space or None, family)
+    tuning.check_space(space, base, dataset.task, dataset.kind)
+    tuning.make_sampler(params.sampler, data_params.seed)
+    params.study = params.study or default_study(data_params.data, family)
+    params.storage = params.storage or default_storage()
+    if parent_run_id:
+        return _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index)
+    if not split_run_id:
+        split_run_id, reused = reuse_or_run_split(data_params)
+        print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
+    with runs.step_run(STEP, run_name=f"tune-{params.study}") as run:
+        storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
+                                      tuning.stale_trial_callback())
+        runs.log_params({**asdict(data_params), **{k: v for k, v in base.params().items() if k != "monitor"},
+                         **{k: v for k, v in asdict(params).items() if k != "storage"},
+                         "storage": tuning.mask_url(params.storage), "split_run_id": split_run_id})
+        mlflow.set_tags({"optuna.study_name": params.study, "fittrack.split_run_id": split_run_id})
+        data = load_split(split_run_id)
+        study = _study(params, storage, data_params.seed)
+        children = [_start_worker(i, run.info.run_id, split_run_id, data_params, base, params)
+                    for i in range(1, params.workers)]
+        prepared = training.prepare(data)
+        _optimize(study, params, base, space, prepared, run.info.run_id, split_run_id, data.kind,
+                  show_progress=verbose)
+        for child in children:
+            if child.wait() != 0:
+                print(f"fittrack: worker pid {child.pid} ended with status {child.returncode}", file=sys.stderr)
+        _settle(study, params, base, space, prepared, run.info.run_id, split_run_id, data.kind)
+        from pipelines.tune_report import report
+
+        report(study, params, prepared, run.info.run_id)
+        return run.info.run_id
+
+
+def _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index) -> str:
+    """An extra local worker: joins the study and adds trials under the same parent run."""
+    storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
+                                  tuning.stale_trial_callback())
+    study = _study(params, storage, data_params.seed + worker_index)
+    data = load_split(split_run_id)
+    prepared = training.prepare(data)
+    _optimize(study, params, base, space, prepared, parent_run_id, split_run_id, data.kind, show_progress=False)
+    return parent_run_id
+
+
+def _study(params: TuneParams, storage, seed: int):
+    import optuna
+
+    return optuna.create_study(
+        study_name=params.study, storage=storage, load_if_exists=True,
+        direction=tuning.direction_for(params.metric, params.direction),
+        sampler=tuning.make_sampler(params.sampler, seed), pruner=tuning.make_pruner(params.pruner, params.epochs),
+    )
+
+
+def _optimize(study, params, base, space, prepared, parent_run_id, split_run_id, kind, show_progress):
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
+    # Trials skip TensorBoard: the run's own epoch metrics already hold the curves.
+    base = training.TrainConfig(**{**base.params(), "epochs": params.epochs, "tensorboard": False})
+    with training.temp_workdir() as workdir:
+        objective = tuning.Objective(base, space, prepared, params.metric, parent_run_id, experiment_id,
+                                     params.study, split_run_id, kind, workdir)
+        # Finished trials (complete or pruned) count towards n_trials, whichever worker ran them.
+        done = MaxTrialsCallback(params.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if _finished(study) >= params.n_trials:
+            return
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None, callbacks=[done],
+                       catch=(Exception,), show_progress_bar=show_progress and sys.stderr.isatty())
+
+
+def _settle(study, params, base, space, prepared, parent_run_id, split_run_id, kind):
+    """After the local workers end: fail what a dead worker left RUNNING, then make up the count."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + 2 * params.grace_period
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
+        time.sleep(params.heartbeat_interval)
+        fail_stale_trials(study)
+    if _finished(study) < params.n_trials:
+        _optimize(study, params, base, space, prepared, parent_run_id, split_run_id, kind, show_progress=False)
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _start_worker(index: int, parent_run_id: str, split_run_id: str, data_params: DataParams,
+                  base: training.TrainConfig, params: TuneParams) -> subprocess.Popen:
+    """This study again, in a process of its own, adding trials under the same parent run."""
+    options = {**asdict(data_params), **{k: v for k, v in base.params().items() if k not in ("seed", "monitor", "epochs")},
+               **asdict(params), "workers": 1, "parent_run_id": parent_run_id, "worker_index": index,
+               "split_run_id": split_run_id}
+    command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet"]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+    # Not the parent's MLFLOW_RUN_ID: the worker must not join (and end) the parent run.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)

@@ -1,0 +1,206 @@
+"""Optuna search with real trials, a real MLflow store and real Keras fits on small data."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import mlflow
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from pipelines.cli import cli
+from tests.conftest import PROJECT_ROOT, mlflow_run
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+FIXED_SPACE = """
+layers: 1
+units: 16
+dropout: 0.0
+batch_size: 16
+optimizer: adam
+l2: 1.0e-6
+learning_rate: {choices: [0.03, 1.0e-7]}
+"""
+
+
+def _tune(*args, check=True):
+    result = CliRunner().invoke(cli, ["tune", "--quiet", "--data", "builtin:iris", *args], catch_exceptions=False)
+    if check:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def _trials(tracking):
+    return tracking.runs("trial")
+
+
+def test_small_study_tracks_every_trial(tracking):
+    _tune("--n-trials", "4", "--epochs", "3", "--pruner", "none", "--metric", "val_accuracy")
+    parent = tracking.only_run("tune")
+    assert parent.info.status == "FINISHED"
+    trials = _trials(tracking)
+    assert len(trials) == 4
+    client = tracking.client
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["optuna.study_name"] == "iris-mlp"
+        assert run.data.tags["optuna.state"] == "COMPLETE"
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == list(range(int(run.data.metrics["epochs_run"])))
+        assert {"checkpoints/best.keras", "checkpoints/best.json"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+        # The test split is never seen during the search.
+        assert not any(name.startswith("test_") for name in run.data.metrics)
+    numbers = sorted(int(r.data.tags["optuna.trial_number"]) for r in trials)
+    assert numbers == [0, 1, 2, 3]
+    metrics = parent.data.metrics
+    assert metrics["trials_complete"] == 4 and metrics["trials_pruned"] == 0 and metrics["trials_failed"] == 0
+    best = max(trials, key=lambda r: r.data.metrics["best_val_accuracy"])
+    assert metrics["best_value"] == pytest.approx(best.data.metrics["best_val_accuracy"])
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    assert "best_learning_rate" in parent.data.params
+    assert "test_accuracy" in metrics
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/intermediate_values.png"} <= plots
+    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    from sklearn.datasets import load_iris
+
+    assert len(model.predict(load_iris(as_frame=True).data.iloc[:3])) == 3
+
+
+def test_running_again_resumes_the_study(tracking):
+    _tune("--n-trials", "2", "--epochs", "2", "--pruner", "none")
+    _tune("--n-trials", "3", "--epochs", "2", "--pruner", "none")
+    study = optuna.load_study(study_name="iris-mlp", storage=f"sqlite:///{tracking.folder}/optuna.db")
+    assert len(study.trials) == 3
+    assert len(_trials(tracking)) == 3
+
+
+def test_hopeless_trial_is_pruned_and_its_run_killed(tracking, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(FIXED_SPACE)
+    storage = f"sqlite:///{tmp_path}/contrived.db"
+    study = optuna.create_study(study_name="contrived", storage=storage, direction="minimize")
+    for rate in (0.03, 0.03, 0.03, 1e-7):  # three that learn set the median; then one that cannot
+        study.enqueue_trial({"learning_rate": rate})
+    _tune("--n-trials", "4", "--epochs", "8", "--study", "contrived", "--storage", storage,
+          "--search-space", str(space), "--patience", "20")
+    study = optuna.load_study(study_name="contrived", storage=storage)
+    hopeless = study.trials[3]
+    assert hopeless.state == TrialState.PRUNED
+    run = tracking.client.get_run(hopeless.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["pruned"] == "true" and run.data.tags["optuna.state"] == "PRUNED"
+    epochs = len(tracking.client.get_metric_history(run.info.run_id, "val_loss"))
+    assert epochs < 8 and int(run.data.tags["pruned_epoch"]) == epochs - 1
+    assert all(t.state == TrialState.COMPLETE for t in study.trials[:3])
+
+
+@pytest.fixture
+def bad_yaml(tmp_path):
+    files = {
+        "broken.yaml": "learning_rate: {low: 1, high",
+        "unknown.yaml": "momentum: {low: 0.1, high: 0.9}",
+        "inverted.yaml": "dropout: {low: 0.5, high: 0.1}",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sampler", "annealing"], "unknown sampler 'annealing'; choose one of tpe, random, cmaes, gp"),
+    (["--pruner", "patient"], "unknown pruner 'patient'; choose one of median, hyperband, none"),
+    (["--metric", "val_speed"], "unknown metric 'val_speed'"),
+    (["--metric", "val_r2_score"], "metric 'val_r2_score' is not logged for classification"),
+    (["--search-space", "{d}/broken.yaml"], "is not valid YAML"),
+    (["--search-space", "{d}/unknown.yaml"], "names unknown parameter 'momentum'"),
+    (["--search-space", "{d}/inverted.yaml"], "'dropout' has low 0.5 above high 0.1"),
+    (["--storage", "postgresql://postgres@127.0.0.1:1/nowhere"], "cannot reach storage 'postgresql://postgres@127.0.0.1:1/nowhere'"),
+    (["--n-trials", "0"], "Invalid value for '--n-trials': 0 is not in the range x>=1"),
+])
+def test_bad_tune_input_is_one_line(tracking, bad_yaml, args, message):
+    result = _tune(*[a.format(d=bad_yaml) for a in args], check=False)
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert all(r.info.status == "FAILED" for r in tracking.runs("tune"))
+
+
+def test_bad_tune_input_under_mlflow_run_fails_the_parent(tracking):
+    done = mlflow_run("-e", "tune", "-P", "data=builtin:iris", "-P", "sampler=annealing")
+    assert done.returncode != 0
+    failed = tracking.runs(status="FAILED")
+    assert len(failed) == 1 and "unknown sampler 'annealing'" in failed[0].data.tags["error"]
+
+
+@pytest.fixture
+def postgres_storage():
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"fittrack_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(f"{PG}/postgres")
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432: {exc}")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield f"{PG}/{name}"
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def _assert_consistent(study, tracking, n_trials):
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= n_trials
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
+    assert len(set(run_ids)) == len(run_ids)
+    assert {r.info.run_id for r in _trials(tracking)} == set(run_ids)
+    assert tracking.runs(status="RUNNING") == []
+
+
+@pytest.mark.e2e
+def test_two_workers_share_one_postgres_study(tracking, postgres_storage):
+    _tune("--n-trials", "6", "--epochs", "3", "--workers", "2", "--storage", postgres_storage, "--study", "shared")
+    study = optuna.load_study(study_name="shared", storage=postgres_storage)
+    _assert_consistent(study, tracking, 6)
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2, "both workers should have run trials"
+
+
+@pytest.mark.e2e
+def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking, postgres_storage):
+    command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:iris",
+               "--n-trials", "6", "--epochs", "6", "--workers", "2", "--storage", postgres_storage,
+               "--study", "killed", "--heartbeat-interval", "1", "--grace-period", "4", "--pruner", "none"]
+    main = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = None
+    deadline = time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline and main.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="killed", storage=postgres_storage)
+        except KeyError:
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            pid = trial.user_attrs.get("pid")
+            if pid and pid != main.pid and trial.user_attrs.get("mlflow_run_id"):
+                victim = (pid, trial.number, trial.user_attrs["mlflow_run_id"])
+                os.kill(pid, signal.SIGKILL)
+                break
+    assert victim is not None, "no worker trial was seen running"
+    output, _ = main.communicate(timeout=400)
+    assert main.returncode == 0, output[-3000:]
+    study = optuna.load_study(study_name="killed", storage=postgres_storage)
+    killed = study.trials[victim[1]]
+    assert killed.state == TrialState.FAIL
+    run = tracking.client.get_run(victim[2])
+    assert run.info.status == "FAILED" and "heartbeats" in run.data.tags["error"]
+    _assert_consistent(study, tracking, 6)
