@@ -94,8 +94,9 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise FittrackError(f"cannot reach storage '{mask_url(url)}': {reason}") from None
-    except ModuleNotFoundError as exc:
-        raise FittrackError(f"storage '{mask_url(url)}' needs the database driver '{exc.name}'") from None
+    except ImportError as exc:
+        raise FittrackError(f"storage '{mask_url(url)}' needs a database driver that is not installed "
+                            f"({exc.__cause__ or exc})") from None
 
 
 def stale_trial_callback(max_retry: int = 2):

@@ -143,16 +143,16 @@ def test_bad_tune_input_under_mlflow_run_fails_the_parent(tracking):
 
 @pytest.fixture
 def postgres_storage():
-    psycopg2 = pytest.importorskip("psycopg2")
+    import psycopg
+
     name = f"fittrack_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg2.connect(f"{PG}/postgres")
-    except psycopg2.OperationalError as exc:
+        admin = psycopg.connect(f"{PG}/postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
+    admin.execute(f"CREATE DATABASE {name}")
     yield f"{PG}/{name}"
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
 
 
