@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from tracking import runs
 from tracking.datasets import load_split
 
 STEP = "tune"
+HOST_TAG, PID_TAG = "fittrack.host", "fittrack.pid"
 
 
 @dataclass
@@ -95,7 +97,9 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
         runs.log_params({**asdict(data_params), **{k: v for k, v in base.params().items() if k != "monitor"},
                          **{k: v for k, v in asdict(params).items() if k != "storage"},
                          "storage": tuning.mask_url(params.storage), "split_run_id": split_run_id})
-        mlflow.set_tags({"optuna.study_name": params.study, "fittrack.split_run_id": split_run_id})
+        mlflow.set_tags({"optuna.study_name": params.study, "fittrack.split_run_id": split_run_id,
+                         HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
+        _end_orphaned_tune_runs(params.study, run.info.run_id)
         data = load_split(split_run_id)
         study = _study(params, storage, data_params.seed)
         children = [_start_worker(i, run.info.run_id, split_run_id, data_params, base, params)
@@ -111,6 +115,32 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
 
         report(study, params, prepared, run.info.run_id)
         return run.info.run_id
+
+
+def _end_orphaned_tune_runs(study: str, current_run_id: str) -> None:
+    """A tune process killed outright cannot end its own run: when the study is resumed on the
+    same machine, end the earlier runs whose process is gone (never those of other machines)."""
+    client = MlflowClient()
+    current = client.get_run(current_run_id)
+    stale = client.search_runs(
+        [current.info.experiment_id],
+        filter_string=(f"tags.`{runs.STEP_TAG}` = '{STEP}' and tags.`optuna.study_name` = '{study}' "
+                       f"and attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"),
+    )
+    for run in stale:
+        pid = int(run.data.tags.get(PID_TAG, "0") or 0)
+        if run.info.run_id != current_run_id and pid and not _alive(pid):
+            runs.fail_run(run.info.run_id, f"the tune process (pid {pid}) stopped without ending its run")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index) -> str:
@@ -151,7 +181,7 @@ def _optimize(study, params, base, space, prepared, parent_run_id, split_run_id,
             return
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None, callbacks=[done],
-                       catch=(Exception,), show_progress_bar=show_progress and sys.stderr.isatty())
+                       catch=(Exception,), show_progress_bar=show_progress)
 
 
 def _settle(study, params, base, space, prepared, parent_run_id, split_run_id, kind):

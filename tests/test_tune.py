@@ -204,3 +204,35 @@ def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking,
     run = tracking.client.get_run(victim[2])
     assert run.info.status == "FAILED" and "heartbeats" in run.data.tags["error"]
     _assert_consistent(study, tracking, 6)
+
+
+@pytest.mark.e2e
+def test_a_killed_single_process_on_sqlite_resumes_and_completes(tracking, tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:iris",
+               "--n-trials", "3", "--epochs", "6", "--storage", storage, "--study", "solo",
+               "--heartbeat-interval", "1", "--grace-period", "3", "--pruner", "none"]
+    first = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim, deadline = None, time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+        try:
+            running = optuna.load_study(study_name="solo", storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,))
+        except KeyError:
+            continue
+        if running and running[0].user_attrs.get("mlflow_run_id"):
+            victim = running[0]
+            first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert victim is not None, "no trial was seen running"
+    time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
+    again = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="solo", storage=storage)
+    assert study.trials[victim.number].state == TrialState.FAIL
+    assert tracking.client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    tunes = tracking.runs("tune")
+    assert [r.info.status for r in tunes] == ["FAILED", "FINISHED"]
+    assert "stopped without ending its run" in tunes[0].data.tags["error"]
+    _assert_consistent(study, tracking, 3)
