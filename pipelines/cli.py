@@ -176,7 +176,10 @@ def train(split_run_id, quiet, **kwargs):
               help="Seconds without heartbeat after which another worker fails (and retries) a trial.")
 @click.option("--parent-run-id", default="", hidden=True)
 @click.option("--worker-index", type=int, default=0, hidden=True)
-@train_options(exclude=("epochs", "monitor"))
+@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
+              help="EarlyStopping inside each trial: the pruner compares trials, this stops a trial on its own "
+                   "plateau.")
+@train_options(exclude=("epochs", "monitor", "patience"))
 def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, study, storage, workers, epochs,
          search_space, heartbeat_interval, grace_period, parent_run_id, worker_index, quiet, **kwargs):
     """Search hyperparameters with Optuna; every trial is a nested, fully tracked training run."""

@@ -236,3 +236,23 @@ def test_a_killed_single_process_on_sqlite_resumes_and_completes(tracking, tmp_p
     assert [r.info.status for r in tunes] == ["FAILED", "FINISHED"]
     assert "stopped without ending its run" in tunes[0].data.tags["error"]
     _assert_consistent(study, tracking, 3)
+
+
+def test_cmaes_sampler_and_hyperband_pruner_run(tracking):
+    _tune("--n-trials", "3", "--epochs", "2", "--sampler", "cmaes", "--pruner", "hyperband")
+    parent = tracking.only_run("tune")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sampler"] == "cmaes" and parent.data.params["pruner"] == "hyperband"
+    assert len(_trials(tracking)) == 3
+
+
+def test_gp_sampler_says_what_it_needs(tracking):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        result = _tune("--sampler", "gp", check=False)
+        assert result.exit_code == 1
+        assert "sampler 'gp' needs PyTorch: pip install torch" in result.output
+    else:
+        _tune("--n-trials", "2", "--epochs", "2", "--sampler", "gp")
+        assert tracking.only_run("tune").info.status == "FINISHED"
