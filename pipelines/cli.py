@@ -195,6 +195,23 @@ def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, st
              worker_index=worker_index, verbose=not quiet)
 
 
+@cli.command()
+@click.option("--metric", default="val_loss", show_default=True,
+              help="Validation metric that picks the best run (a train run's best epoch; a tune run's best trial).")
+@click.option("--run-id", default="", help="Register this run's model.")
+@click.option("--study", default="", help="Register the best tune run of this Optuna study.")
+@click.option("--experiment", default="", help="Pick the best train or tune run of this experiment "
+              "(name or id; default: the current one).")
+@click.option("--model-name", default="", help="Registered model name (default: from the data, e.g. digits).")
+def register(metric, run_id, study, experiment, model_name):
+    """Register the best model; move the champion alias only if it wins on the same test rows."""
+    from pipelines.register_step import run_register
+
+    done = run_register(metric=metric, run_id=run_id, study=study, experiment=experiment, model_name=model_name)
+    click.echo(f"fittrack: models:/{done['name']}/{done['version']} "
+               f"({'champion' if done['promoted'] else 'challenger'})")
+
+
 @cli.command(name="main")
 @data_options
 @train_options
