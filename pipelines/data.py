@@ -63,6 +63,13 @@ def load(data: str, target: str = "target", task: str = "auto") -> Dataset:
     return Dataset(x=x, y=y, target=target, task=task, kind=kind, source=source, digest=digest_of(x, y))
 
 
+def data_name(source: str) -> str:
+    """A short name for a data source: `digits` for builtin:digits, the file's stem otherwise."""
+    if source.startswith(BUILTIN_PREFIX):
+        return source[len(BUILTIN_PREFIX):]
+    return os.path.splitext(os.path.basename(source))[0]
+
+
 def infer_task(y: np.ndarray) -> str:
     if not np.issubdtype(y.dtype, np.number) or y.dtype == bool:
         return "classification"

@@ -88,4 +88,4 @@ def _child_error(parent, entry_point: str) -> str | None:
 
 
 def _as_strings(params: dict) -> dict:
-    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
+    return {k: runs.param_string(v) for k, v in params.items()}

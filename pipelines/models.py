@@ -60,8 +60,6 @@ def _head(keras, x, task, n_classes, target_mean, target_std):
 
 
 def compile_model(model, config, task: str, n_classes: int):
-    import keras
-
     model.compile(
         optimizer=make_optimizer(config),
         loss=loss_name(task, n_classes),

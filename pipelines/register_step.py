@@ -6,7 +6,6 @@ judged on the very same rows, and the `champion` alias moves only if the candida
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from pipelines import data as data_sources
 from pipelines.errors import FittrackError
 from pipelines.models import mode_of
 from tracking import runs
@@ -42,7 +42,7 @@ def run_register(metric: str = "val_loss", run_id: str = "", study: str = "", ex
         if not split_run_id or not model_uri:
             raise FittrackError(f"run {source.info.run_id} has no logged model and split to register")
         data = load_split(split_run_id)
-        name = model_name or _default_name(data.source)
+        name = model_name or data_sources.data_name(data.source)
         runs.log_params({"metric": metric, "model_name": name, "source_run_id": source.info.run_id,
                          "split_run_id": split_run_id})
         score_name = f"test_{SCORE[data.task]}"
@@ -143,8 +143,3 @@ def _test_score(model_uri: str, data) -> float:
         return float(r2_score(test.y, predicted))
     return float(accuracy_score(np.asarray(test.y).astype(str), predicted.astype(str)))
 
-
-def _default_name(source: str) -> str:
-    if source.startswith("builtin:"):
-        return source.split(":", 1)[1]
-    return os.path.splitext(os.path.basename(source))[0]

@@ -53,19 +53,22 @@ def run_split(params: DataParams, run_id: str | None = None) -> str:
         return run.info.run_id
 
 
-def find_split(params: DataParams):
-    """A finished split run for the same parameters, data digest and code version, or None."""
-    dataset = data_sources.load(params.data, params.target, params.task)
+def find_split(params: DataParams, dataset: data_sources.Dataset | None = None):
+    """A finished split run for the same parameters, data digest and code version, or None.
+
+    `dataset` is the data already loaded by the caller, if it has it."""
+    dataset = dataset or data_sources.load(params.data, params.target, params.task)
     return runs.find_finished_run(
         STEP, params.match_params(),
         {runs.DATA_DIGEST_TAG: dataset.digest, runs.CODE_VERSION_TAG: runs.code_version()},
     )
 
 
-def reuse_or_run_split(params: DataParams, experiment_id: str | None = None) -> tuple[str, bool]:
+def reuse_or_run_split(params: DataParams, experiment_id: str | None = None,
+                       dataset: data_sources.Dataset | None = None) -> tuple[str, bool]:
     """Return (split run id, reused?) without touching any run the caller has open."""
     params.split_config.validate()
-    found = find_split(params)
+    found = find_split(params, dataset)
     if found is not None:
         return found.info.run_id, True
     # A fresh run id of our own: plain start_run() would join the caller's MLFLOW_RUN_ID.

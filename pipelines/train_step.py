@@ -34,7 +34,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         config.validate(dataset.task)
         training.resolve_model(config, dataset.kind)
         # Before our own run opens: a new split run must be a run of its own.
-        split_run_id, reused = reuse_or_run_split(data_params)
+        split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
         print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
     with runs.step_run(STEP, run_id=run_id, run_name=None) as run:
         run_id = run.info.run_id

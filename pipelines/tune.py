@@ -151,7 +151,7 @@ class Objective:
             last_epoch = None
 
             def on_epoch_end(self, epoch, logs=None):
-                Pruning.last_epoch = epoch
+                self.last_epoch = epoch
                 super().on_epoch_end(epoch, logs)
 
         params = {name: spec.suggest(trial, name) for name, spec in self.space.items()}
@@ -174,12 +174,12 @@ class Objective:
 
         workdir = os.path.join(self.workdir, f"trial-{trial.number}-{os.getpid()}")
         os.makedirs(workdir, exist_ok=True)
+        pruning = Pruning(trial, self.metric)
         try:
-            outcome = fit_tracked(config, self.prepared, run_id, workdir, verbose=0,
-                                  extra_callbacks=(Pruning(trial, self.metric),))
+            outcome = fit_tracked(config, self.prepared, run_id, workdir, verbose=0, extra_callbacks=(pruning,))
         except optuna.TrialPruned:
             self.client.set_tag(run_id, "pruned", "true")
-            self.client.set_tag(run_id, "pruned_epoch", str(Pruning.last_epoch))
+            self.client.set_tag(run_id, "pruned_epoch", str(pruning.last_epoch))
             self.client.set_tag(run_id, "optuna.state", "PRUNED")
             self.client.set_terminated(run_id, "KILLED")
             raise
@@ -201,6 +201,5 @@ class Objective:
 def _log_params(client, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
-    client.log_batch(run_id, params=[Param(k, str(v).lower() if isinstance(v, bool) else str(v))
-                                     for k, v in params.items()])
+    client.log_batch(run_id, params=[Param(k, runs.param_string(v)) for k, v in params.items()])
 

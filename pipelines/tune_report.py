@@ -7,7 +7,6 @@ import tempfile
 import warnings
 
 import mlflow
-from mlflow import MlflowClient
 
 from pipelines import train as training
 from pipelines.errors import FittrackError

@@ -68,8 +68,7 @@ def default_storage() -> str:
 
 
 def default_study(data: str, family: str) -> str:
-    name = data.split(":", 1)[1] if data.startswith("builtin:") else os.path.splitext(os.path.basename(data))[0]
-    return f"{name}-{family}"
+    return f"{data_sources.data_name(data)}-{family}"
 
 
 def run_tune(data_params: DataParams, base: training.TrainConfig, params: TuneParams, split_run_id: str = "",
@@ -89,9 +88,10 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
     if parent_run_id:
         return _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index)
     if not split_run_id:
-        split_run_id, reused = reuse_or_run_split(data_params)
+        split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
         print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
     with runs.step_run(STEP, run_name=f"tune-{params.study}") as run:
+        run_id, experiment_id = run.info.run_id, run.info.experiment_id
         storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
                                       tuning.stale_trial_callback())
         runs.log_params({**asdict(data_params), **{k: v for k, v in base.params().items() if k != "monitor"},
@@ -99,31 +99,28 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
                          "storage": tuning.mask_url(params.storage), "split_run_id": split_run_id})
         mlflow.set_tags({"optuna.study_name": params.study, "fittrack.split_run_id": split_run_id,
                          HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
-        _end_orphaned_tune_runs(params.study, run.info.run_id)
-        data = load_split(split_run_id)
+        _end_orphaned_tune_runs(params.study, run_id, experiment_id)
         study = _study(params, storage, data_params.seed)
-        children = [_start_worker(i, run.info.run_id, split_run_id, data_params, base, params)
+        children = [_start_worker(i, run_id, split_run_id, data_params, base, params)
                     for i in range(1, params.workers)]
-        prepared = training.prepare(data)
-        _optimize(study, params, base, space, prepared, run.info.run_id, split_run_id, data.kind,
-                  show_progress=verbose)
-        for child in children:
-            if child.wait() != 0:
-                print(f"fittrack: worker pid {child.pid} ended with status {child.returncode}", file=sys.stderr)
-        _settle(study, params, base, space, prepared, run.info.run_id, split_run_id, data.kind)
+        with training.temp_workdir() as workdir:
+            objective = _objective(params, base, space, split_run_id, run_id, experiment_id, workdir)
+            _optimize(study, objective, params, show_progress=verbose)
+            for child in children:
+                if child.wait() != 0:
+                    print(f"fittrack: worker pid {child.pid} ended with status {child.returncode}", file=sys.stderr)
+            _settle(study, objective, params)
         from pipelines.tune_report import report
 
-        report(study, params, prepared, run.info.run_id)
-        return run.info.run_id
+        report(study, params, objective.prepared, run_id)
+        return run_id
 
 
-def _end_orphaned_tune_runs(study: str, current_run_id: str) -> None:
+def _end_orphaned_tune_runs(study: str, current_run_id: str, experiment_id: str) -> None:
     """A tune process killed outright cannot end its own run: when the study is resumed on the
     same machine, end the earlier runs whose process is gone (never those of other machines)."""
-    client = MlflowClient()
-    current = client.get_run(current_run_id)
-    stale = client.search_runs(
-        [current.info.experiment_id],
+    stale = MlflowClient().search_runs(
+        [experiment_id],
         filter_string=(f"tags.`{runs.STEP_TAG}` = '{STEP}' and tags.`optuna.study_name` = '{study}' "
                        f"and attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'"),
     )
@@ -148,9 +145,10 @@ def _worker(data_params, base, params, space, split_run_id, parent_run_id, worke
     storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
                                   tuning.stale_trial_callback())
     study = _study(params, storage, data_params.seed + worker_index)
-    data = load_split(split_run_id)
-    prepared = training.prepare(data)
-    _optimize(study, params, base, space, prepared, parent_run_id, split_run_id, data.kind, show_progress=False)
+    experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
+    with training.temp_workdir() as workdir:
+        objective = _objective(params, base, space, split_run_id, parent_run_id, experiment_id, workdir)
+        _optimize(study, objective, params, show_progress=False)
     return parent_run_id
 
 
@@ -164,27 +162,30 @@ def _study(params: TuneParams, storage, seed: int):
     )
 
 
-def _optimize(study, params, base, space, prepared, parent_run_id, split_run_id, kind, show_progress):
+def _objective(params, base, space, split_run_id, parent_run_id, experiment_id, workdir) -> tuning.Objective:
+    """The split as the network sees it, and the trials' fixed settings, for this process's trials."""
+    data = load_split(split_run_id)
+    # Trials skip TensorBoard: the run's own epoch metrics already hold the curves.
+    base = training.TrainConfig(**{**base.params(), "epochs": params.epochs, "tensorboard": False})
+    return tuning.Objective(base, space, training.prepare(data), params.metric, parent_run_id, experiment_id,
+                            params.study, split_run_id, data.kind, workdir)
+
+
+def _optimize(study, objective, params, show_progress):
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
-    # Trials skip TensorBoard: the run's own epoch metrics already hold the curves.
-    base = training.TrainConfig(**{**base.params(), "epochs": params.epochs, "tensorboard": False})
-    with training.temp_workdir() as workdir:
-        objective = tuning.Objective(base, space, prepared, params.metric, parent_run_id, experiment_id,
-                                     params.study, split_run_id, kind, workdir)
-        # Finished trials (complete or pruned) count towards n_trials, whichever worker ran them.
-        done = MaxTrialsCallback(params.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if _finished(study) >= params.n_trials:
-            return
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None, callbacks=[done],
-                       catch=(Exception,), show_progress_bar=show_progress)
+    if _finished(study) >= params.n_trials:
+        return
+    # Finished trials (complete or pruned) count towards n_trials, whichever worker ran them.
+    done = MaxTrialsCallback(params.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None, callbacks=[done],
+                   catch=(Exception,), show_progress_bar=show_progress)
 
 
-def _settle(study, params, base, space, prepared, parent_run_id, split_run_id, kind):
+def _settle(study, objective, params):
     """After the local workers end: fail what a dead worker left RUNNING, then make up the count."""
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
@@ -193,8 +194,7 @@ def _settle(study, params, base, space, prepared, parent_run_id, split_run_id, k
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
         time.sleep(params.heartbeat_interval)
         fail_stale_trials(study)
-    if _finished(study) < params.n_trials:
-        _optimize(study, params, base, space, prepared, parent_run_id, split_run_id, kind, show_progress=False)
+    _optimize(study, objective, params, show_progress=False)
 
 
 def _finished(study) -> int:
@@ -211,7 +211,7 @@ def _start_worker(index: int, parent_run_id: str, split_run_id: str, data_params
                "split_run_id": split_run_id}
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet"]
     for key, value in options.items():
-        command += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+        command += [f"--{key.replace('_', '-')}", runs.param_string(value)]
     # Not the parent's MLFLOW_RUN_ID: the worker must not join (and end) the parent run.
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)

@@ -70,12 +70,13 @@ def log_params(params: dict) -> None:
     (it records -P values as typed, e.g. '1e-3', and MLflow refuses a changed value)."""
     run = mlflow.active_run()
     existing = MlflowClient().get_run(run.info.run_id).data.params
-    fresh = {k: _param_string(v) for k, v in params.items() if k not in existing}
+    fresh = {k: param_string(v) for k, v in params.items() if k not in existing}
     if fresh:
         mlflow.log_params(fresh)
 
 
-def _param_string(value) -> str:
+def param_string(value) -> str:
+    """A param or command-line value as MLflow and click read it back (booleans as true/false)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
