@@ -7,6 +7,7 @@ judged on the very same rows, and the `champion` alias moves only if the candida
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 
 import mlflow
@@ -16,11 +17,13 @@ from mlflow import MlflowClient
 from pipelines import data as data_sources
 from pipelines.errors import FittrackError
 from pipelines.models import mode_of
-from tracking import runs
+from tracking import env, runs
 from tracking.datasets import load_split
 
 STEP = "register"
 CHAMPION, CHALLENGER = "champion", "challenger"
+# Each version's place in the promotion queue: pending until its register run has decided.
+PROMOTION_TAG, PENDING, PROMOTED, KEPT = "fittrack.promotion", "pending", "promoted", "kept"
 SCORE = {"classification": "accuracy", "regression": "r2_score"}
 
 
@@ -51,7 +54,9 @@ def run_register(metric: str = "val_loss", run_id: str = "", study: str = "", ex
             "source_run_id": source.info.run_id, "split_run_id": split_run_id,
             runs.DATA_DIGEST_TAG: data.digest, score_name: f"{challenger_score:.6f}",
             "study": source.data.tags.get("optuna.study_name", ""), f"val_score_{metric}": f"{candidate.score:.6f}",
+            PROMOTION_TAG: PENDING, "fittrack.register_run_id": mlflow.active_run().info.run_id,
         })
+        _wait_for_earlier_promotions(client, name, int(version.version))
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         champion = _current(client, name)
         champion_score = None
@@ -66,6 +71,7 @@ def run_register(metric: str = "val_loss", run_id: str = "", study: str = "", ex
             message = (f"version {version.version} stays {CHALLENGER} of '{name}': {score_name} "
                        f"{challenger_score:.4f} lost to {CHAMPION} version {champion.version}'s "
                        f"{champion_score:.4f} by {champion_score - challenger_score:.4f} on the same test rows")
+        client.set_model_version_tag(name, version.version, PROMOTION_TAG, PROMOTED if promoted else KEPT)
         mlflow.log_metrics({f"challenger_{score_name}": challenger_score,
                             **({f"champion_{score_name}": champion_score} if champion_score is not None else {})})
         mlflow.set_tags({"registered_model": name, "registered_version": version.version,
@@ -130,6 +136,37 @@ def _current(client, name: str):
         return client.get_model_version_by_alias(name, CHAMPION)
     except Exception:  # no champion yet
         return None
+
+
+def _wait_for_earlier_promotions(client, name: str, version: int) -> None:
+    """Decide in version order, one register run at a time.
+
+    The registry numbers versions atomically, so the numbers are tickets: a version decides only
+    when every lower version has decided. Two runs can then never both beat the same champion and
+    race on the alias; each judges the champion the one before it left. A version whose run died
+    undecided (SIGKILL) holds the queue for at most FITTRACK_PROMOTION_TIMEOUT seconds.
+    """
+    deadline = time.monotonic() + env.FITTRACK_PROMOTION_TIMEOUT.get()
+    while True:
+        waiting = [v.version for v in client.search_model_versions(f"name = '{name}'")
+                   if int(v.version) < version and v.tags.get(PROMOTION_TAG) == PENDING
+                   and _register_run_alive(client, v.tags.get("fittrack.register_run_id"))]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            print(f"fittrack: version(s) {', '.join(map(str, sorted(waiting)))} of '{name}' still undecided; "
+                  "deciding without them", file=sys.stderr)
+            return
+        time.sleep(0.5)
+
+
+def _register_run_alive(client, run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    try:
+        return client.get_run(run_id).info.status == "RUNNING"
+    except Exception:
+        return False
 
 
 def _test_score(model_uri: str, data) -> float:

@@ -29,3 +29,6 @@ MLFLOW_EXPERIMENT_ID = _EnvironmentVariable("MLFLOW_EXPERIMENT_ID", str, None)
 
 #: Where `main` looks for MLproject when it chains steps with `mlflow.run`.
 FITTRACK_PROJECT_URI = _EnvironmentVariable("FITTRACK_PROJECT_URI", str, None)
+
+#: Seconds a `register` run waits for earlier versions' promotion decisions before deciding alone.
+FITTRACK_PROMOTION_TIMEOUT = _EnvironmentVariable("FITTRACK_PROMOTION_TIMEOUT", float, 300.0)
