@@ -75,6 +75,10 @@ def train_options(f=None, *, exclude: tuple = ()):
                      show_default=True),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=d.optimizer, show_default=True),
         click.option("--l2", type=click.FloatRange(0), default=d.l2, show_default=True, help="L2 weight penalty."),
+        click.option("--augment", type=click.FloatRange(0, 0.5, max_open=True), default=d.augment, show_default=True,
+                     help="CNN: random shifts while fitting, up to this share of the image (0: none)."),
+        click.option("--batch-norm", type=click.BOOL, default=d.batch_norm, show_default=True,
+                     help="CNN: BatchNormalization after each convolution."),
         click.option("--batch-size", type=positive, default=d.batch_size, show_default=True),
         click.option("--epochs", type=positive, default=d.epochs, show_default=True, help="At most this many."),
         click.option("--patience", type=click.IntRange(min=0), default=d.patience, show_default=True,
@@ -134,17 +138,42 @@ def split(**kwargs):
 
 
 @cli.command()
+@click.option("--split-run-id", required=True, help="The split run whose parts the baselines are fitted on.")
+@click.option("--seed", type=int, default=_DATA_DEFAULTS["seed"], show_default=True)
+def baselines(split_run_id, seed):
+    """Fit scikit-learn baselines (dummy, linear, kernel SVM) on a split: the bar for the Keras runs."""
+    from pipelines.baselines_step import run_baselines
+
+    click.echo(f"fittrack: baselines run {run_baselines(split_run_id, seed)}")
+
+
+@cli.command()
 @data_options
 @click.option("--split-run-id", default="", help="Train on this split run's parts; default: reuse a matching "
               "finished split, or make one.")
 @train_options
-def train(split_run_id, quiet, **kwargs):
+@click.option("--init-model", default="", help="Start from this model's layers under a new output head: "
+              "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/checkpoints/best.keras or a train run id "
+              "(its best checkpoint). The network then comes from it, not from --model, --layers, --units.")
+@click.option("--freeze-epochs", type=click.IntRange(min=0), default=3, show_default=True,
+              help="With --init-model: epochs that train only the new head before every layer is fine-tuned "
+                   "(0: fine-tune every layer from the start; --epochs or more: never).")
+@click.option("--fine-tune-learning-rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --init-model: the learning rate once every layer trains (0: --learning-rate / 10).")
+@click.option("--head-init", type=click.Choice(["probe", "random"]), default="probe", show_default=True,
+              help="With --init-model: probe starts the new head as a linear model fitted on the reused layers' "
+                   "features of the training split (LP-FT); random as Keras initialises it.")
+def train(split_run_id, quiet, init_model, freeze_epochs, fine_tune_learning_rate, head_init, **kwargs):
     """Train a Keras model, logging every epoch, the best checkpoint, test metrics and the model."""
     from pipelines.train_step import run_train
+    from pipelines.transfer import TransferConfig
 
     data_params = _split_data_params(kwargs)
     config = _train_config(kwargs, data_params.seed)
-    run_train(data_params, config, split_run_id=split_run_id or None, verbose=0 if quiet else None)
+    transfer = TransferConfig(init_model=init_model, freeze_epochs=freeze_epochs,
+                              fine_tune_learning_rate=fine_tune_learning_rate, head_init=head_init)
+    run_train(data_params, config, split_run_id=split_run_id or None, verbose=0 if quiet else None,
+              transfer=transfer)
 
 
 @cli.command()
@@ -198,7 +227,7 @@ def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, st
 @cli.command()
 @click.option("--metric", default="val_loss", show_default=True,
               help="Validation metric that picks the best run (a train run's best epoch; a tune run's best trial).")
-@click.option("--run-id", default="", help="Register this run's model.")
+@click.option("--run-id", default="", help="Register this run's model (several, comma-separated: the best of them).")
 @click.option("--study", default="", help="Register the best tune run of this Optuna study.")
 @click.option("--experiment", default="", help="Pick the best train or tune run of this experiment "
               "(name or id; default: the current one).")
@@ -212,18 +241,59 @@ def register(metric, run_id, study, experiment, model_name):
                f"({'champion' if done['promoted'] else 'challenger'})")
 
 
+@cli.command()
+@click.option("--metric", default="val_loss", show_default=True,
+              help="Validation metric that ranks the runs by their best epoch (loss, mse, mae minimised; the rest "
+                   "maximised), e.g. val_loss, val_accuracy, val_auc.")
+@click.option("--experiment", default="", help="Compare this experiment's train and trial runs (name or id; "
+              "default: the current one).")
+@click.option("--study", default="", help="Only the trial runs of this Optuna study.")
+@click.option("--filter", "filter_string", default="",
+              help="MLflow search filter that narrows the runs, e.g. \"params.optimizer = 'adam'\".")
+@click.option("--run-id", "run_ids", multiple=True, help="Compare these runs (repeatable); instead of the options "
+              "above.")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--output", default="", help="Write the leaderboard to this file instead of standard output.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the best N runs.")
+@click.option("--plot", default="", help="Also draw the runs' validation curves by epoch into this PNG file.")
+def compare(metric, experiment, study, filter_string, run_ids, output_format, output, limit, plot):
+    """Leaderboard of train and trial runs by a validation metric: params, best epoch, test score, diagnosis."""
+    from tracking.compare import compare as compare_runs
+
+    text = compare_runs(metric=metric, experiment=experiment, study=study, filter_string=filter_string,
+                        run_ids=run_ids, output_format=output_format, output=output, limit=limit, plot=plot)
+    if not output:
+        click.echo(text, nl=False)
+    for path in (output, plot):
+        if path:
+            click.echo(f"fittrack: wrote {path}", err=True)
+
+
 @cli.command(name="main")
 @data_options
 @train_options
+@click.option("--n-trials", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Optuna trials after the training run (0: no tuning).")
+@click.option("--tune-epochs", type=click.IntRange(min=1), default=15, show_default=True,
+              help="The most epochs a trial may run.")
+@click.option("--tune-timeout", type=click.FloatRange(min=0), default=120, show_default=True,
+              help="Stop starting trials after this many seconds (0: no limit).")
+@click.option("--metric", default="val_loss", show_default=True,
+              help="Validation metric that guides the search and picks the model to register.")
+@click.option("--model-name", default="", help="Registered model name (default: from the data, e.g. digits).")
 @click.option("--env-manager", default="auto", show_default=True,
               help="Env manager for the nested steps (auto: the one this run was started with).")
-def main_command(env_manager, quiet, **kwargs):
-    """The whole pipeline: split (reused when it matches), then train."""
-    from pipelines.main_step import run_main
+def main_command(n_trials, tune_epochs, tune_timeout, metric, model_name, env_manager, quiet, **kwargs):
+    """The whole pipeline: split and baselines (reused when they match), train, tune, register."""
+    from pipelines.main_step import PipelineParams, run_main
 
     data_params = _split_data_params(kwargs)
-    ids = run_main(data_params, _train_config(kwargs, data_params.seed), env_manager=env_manager)
-    click.echo(f"fittrack: split {ids['split_run_id']}, train {ids['train_run_id']}")
+    pipeline = PipelineParams(n_trials=n_trials, tune_epochs=tune_epochs, tune_timeout=tune_timeout, metric=metric,
+                              model_name=model_name)
+    done = run_main(data_params, _train_config(kwargs, data_params.seed), pipeline, env_manager=env_manager)
+    click.echo(f"fittrack: models:/{done['model_name']}@champion is version {done['champion_version']} "
+               f"(this run registered version {done['version']})")
 
 
 def main(argv=None) -> None:

@@ -1,14 +1,16 @@
-"""`main`: split, then train, each a step run under this one, chained with `mlflow.run`."""
+"""`main`: split, baselines, train, tune, register, each a step run under this one, chained with `mlflow.run`."""
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import mlflow
 from mlflow import MlflowClient
 
+from pipelines import data as data_sources
+from pipelines.baselines_step import find_baselines
 from pipelines.errors import FittrackError
 from pipelines.split_step import DataParams, find_split
 from pipelines.train import TrainConfig
@@ -39,30 +41,106 @@ def project_uri() -> str:
     return root if os.path.exists(os.path.join(root, "MLproject")) else os.getcwd()
 
 
-def run_main(data_params: DataParams, config: TrainConfig, env_manager: str = "auto") -> dict:
+@dataclass
+class PipelineParams:
+    """What `main` adds to the data and training parameters: the search and the registration."""
+
+    n_trials: int = 8  # 0 skips the search
+    tune_epochs: int = 15
+    tune_timeout: float = 120.0  # seconds; bounds the whole job's time on a slow machine
+    metric: str = "val_loss"  # picks the best trial and, between train and tune, the model to register
+    model_name: str = ""
+
+    def validate(self) -> None:
+        if not isinstance(self.n_trials, int) or self.n_trials < 0:
+            raise FittrackError(f"n_trials must be a whole number >= 0 (0 skips tuning), got {self.n_trials!r}")
+        if not isinstance(self.tune_epochs, int) or self.tune_epochs < 1:
+            raise FittrackError(f"tune_epochs must be a positive whole number, got {self.tune_epochs!r}")
+        if self.tune_timeout < 0:
+            raise FittrackError(f"tune_timeout must be >= 0 seconds (0: no limit), got {self.tune_timeout}")
+        if not self.metric.startswith("val_"):
+            raise FittrackError(f"metric must be a validation metric (val_*), got '{self.metric}'")
+
+
+def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelineParams | None = None,
+             env_manager: str = "auto") -> dict:
+    pipeline = pipeline or PipelineParams()
     if env_manager not in ENV_MANAGERS:
         raise FittrackError(f"unknown env_manager '{env_manager}'; choose one of {', '.join(ENV_MANAGERS)}")
     config.validate()
+    pipeline.validate()
     data_params.split_config.validate()
     manager = detect_env_manager() if env_manager == "auto" else env_manager
     uri = project_uri()
+    data_strings = _as_strings(asdict(data_params))
     with runs.step_run(STEP, run_name="main") as run:
-        runs.log_params({**asdict(data_params), **config.params(), "resolved_env_manager": manager})
+        runs.log_params({**asdict(data_params), **config.params(), **asdict(pipeline),
+                         "resolved_env_manager": manager})
         found = find_split(data_params)
         if found is not None:
             split_run_id = found.info.run_id
             print(f"fittrack: reusing split run {split_run_id}", file=sys.stderr)
         else:
-            split_run_id = _run_step(uri, "split", _as_strings(asdict(data_params)), manager, run)
+            split_run_id = _run_step(uri, "split", data_strings, manager, run)
         mlflow.set_tag("fittrack.split_run_id", split_run_id)
-        train_params = {**_as_strings(asdict(data_params)), **_as_strings(config.params()),
-                        "split_run_id": split_run_id}
+
+        found = find_baselines(split_run_id, data_params.seed)
+        if found is not None:
+            baselines_run_id = found.info.run_id
+            print(f"fittrack: reusing baselines run {baselines_run_id}", file=sys.stderr)
+        else:
+            baselines_run_id = _run_step(uri, "baselines", {"split_run_id": split_run_id,
+                                                           "seed": str(data_params.seed)}, manager, run)
+        mlflow.set_tag("fittrack.baselines_run_id", baselines_run_id)
+
+        train_params = {**data_strings, **_as_strings(config.params()), "split_run_id": split_run_id}
         train_run_id = _run_step(uri, "train", train_params, manager, run)
         mlflow.set_tag("fittrack.train_run_id", train_run_id)
-        trained = MlflowClient().get_run(train_run_id)
-        mlflow.log_metrics({k: v for k, v in trained.data.metrics.items() if k.startswith(("test_", "baseline_"))})
-        mlflow.set_tag("diagnosis", trained.data.tags.get("diagnosis", ""))
-        return {"split_run_id": split_run_id, "train_run_id": train_run_id}
+        candidates = [train_run_id]
+
+        if pipeline.n_trials > 0:
+            tune_params = {
+                **data_strings, "split_run_id": split_run_id, "n_trials": str(pipeline.n_trials),
+                "timeout": str(pipeline.tune_timeout), "metric": pipeline.metric, "epochs": str(pipeline.tune_epochs),
+                # One study per split: running main again on the same split carries the search on.
+                "study": f"{data_sources.data_name(data_params.data)}-{split_run_id[:8]}",
+                **{k: runs.param_string(getattr(config, k)) for k in ("model", "class_weight", "device")},
+            }
+            tune_run_id = _run_step(uri, "tune", tune_params, manager, run)
+            mlflow.set_tag("fittrack.tune_run_id", tune_run_id)
+            candidates.append(tune_run_id)
+
+        register_run_id = _run_step(uri, "register", {
+            "metric": pipeline.metric, "run_id": ",".join(candidates), "model_name": pipeline.model_name,
+        }, manager, run)
+        return _summarise(split_run_id, baselines_run_id, train_run_id, candidates, register_run_id)
+
+
+def _summarise(split_run_id, baselines_run_id, train_run_id, candidates, register_run_id) -> dict:
+    """The main run carries the registered model's outcome next to the best baseline's."""
+    client = MlflowClient()
+    registered = client.get_run(register_run_id)
+    baselines = client.get_run(baselines_run_id)
+    trained = client.get_run(train_run_id)
+    name, version = registered.data.tags["registered_model"], registered.data.tags["registered_version"]
+    champion = client.get_model_version_by_alias(name, "champion")
+    # The champion's score on this split's test rows, as register judged it.
+    key = next(k for k in registered.data.metrics if k.startswith("challenger_test_"))
+    score_name = key.removeprefix("challenger_")
+    promoted = registered.data.tags.get("promoted") == "true"
+    champion_score = registered.data.metrics[key if promoted else f"champion_{score_name}"]
+    baseline_score = baselines.data.metrics[f"best_{score_name}"]
+    mlflow.log_metrics({**{k: v for k, v in trained.data.metrics.items() if k.startswith("test_")},
+                        f"champion_{score_name}": champion_score, f"baseline_{score_name}": baseline_score})
+    mlflow.set_tags({"diagnosis": trained.data.tags.get("diagnosis", ""), "registered_model": name,
+                     "registered_version": version, "champion_version": str(champion.version),
+                     "best_baseline": baselines.data.tags.get("best_baseline", "")})
+    print(f"fittrack: champion models:/{name}@champion (version {champion.version}): {score_name} "
+          f"{champion_score:.4f}; best baseline ({baselines.data.tags.get('best_baseline')}) {baseline_score:.4f}",
+          file=sys.stderr)
+    return {"split_run_id": split_run_id, "baselines_run_id": baselines_run_id, "train_run_id": train_run_id,
+            "tune_run_id": candidates[1] if len(candidates) > 1 else None, "register_run_id": register_run_id,
+            "model_name": name, "version": version, "champion_version": str(champion.version)}
 
 
 def _run_step(uri: str, entry_point: str, parameters: dict, env_manager: str, parent) -> str:

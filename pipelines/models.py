@@ -15,7 +15,7 @@ def build_model(config, input_shape: tuple, task: str, n_classes: int, image_sca
         x = _cnn_body(keras, inputs, config, image_scale, regularizer)
     else:
         x = _mlp_body(keras, inputs, config, regularizer)
-    outputs = _head(keras, x, task, n_classes, target_mean, target_std)
+    outputs = output_head(keras, x, task, n_classes, target_mean, target_std)
     return keras.Model(inputs, outputs, name=f"fittrack_{config.resolved_model}")
 
 
@@ -32,10 +32,17 @@ def _cnn_body(keras, x, config, image_scale, regularizer):
     x = keras.layers.Rescaling(1.0 / image_scale, name="rescale")(x)
     if len(x.shape) == 3:
         x = keras.layers.Reshape((*x.shape[1:], 1), name="add_channel")(x)
+    if config.augment > 0:
+        # Active only while fitting: a served model sees the image as it is.
+        x = keras.layers.RandomTranslation(config.augment, config.augment, fill_mode="constant",
+                                           seed=config.seed, name="augment")(x)
     filters = config.units
     for i in range(config.layers):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation=None if config.batch_norm else "relu",
                                 kernel_regularizer=regularizer, name=f"conv_{i}")(x)
+        if config.batch_norm:
+            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
+            x = keras.layers.Activation("relu", name=f"relu_{i}")(x)
         if x.shape[1] >= 2 and x.shape[2] >= 2:
             x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
         filters *= 2
@@ -48,7 +55,8 @@ def _cnn_body(keras, x, config, image_scale, regularizer):
     return x
 
 
-def _head(keras, x, task, n_classes, target_mean, target_std):
+def output_head(keras, x, task, n_classes, target_mean=0.0, target_std=1.0):
+    """The output layer(s) for a task, on top of `x` (also the new head of a transfer run)."""
     # float32 outputs keep the loss stable under mixed precision.
     if task == "regression":
         x = keras.layers.Dense(1, dtype="float32", name="output")(x)

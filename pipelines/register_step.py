@@ -83,11 +83,17 @@ def run_register(metric: str = "val_loss", run_id: str = "", study: str = "", ex
 
 def _pick(client, metric: str, run_id: str, study: str, experiment: str) -> Candidate:
     if run_id:
-        try:
-            run = client.get_run(run_id)
-        except Exception:
-            raise FittrackError(f"run '{run_id}' not found in the tracking store") from None
-        return Candidate(run, _validation_score(client, run, metric))
+        # Several ids (comma-separated): the best of them, as `main` asks of its train and tune runs.
+        scored = []
+        for one in filter(None, (part.strip() for part in run_id.split(","))):
+            try:
+                run = client.get_run(one)
+            except Exception:
+                raise FittrackError(f"run '{one}' not found in the tracking store") from None
+            scored.append(Candidate(run, _validation_score(client, run, metric)))
+        if not scored:
+            raise FittrackError(f"run_id '{run_id}' names no run")
+        return (max if mode_of(metric) == "max" else min)(scored, key=lambda c: c.score)
     experiment_ids = [_experiment_id(client, experiment)] if experiment else [runs._current_experiment_id()]
     clause = "attributes.status = 'FINISHED'"
     if study:

@@ -29,7 +29,8 @@ class FitOutcome:
 
 
 def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_id: str, workdir: str,
-                verbose: int | None = None, extra_callbacks: tuple = ()) -> FitOutcome:
+                verbose: int | None = None, extra_callbacks: tuple = (), transfer=None) -> FitOutcome:
+    """Fit (from scratch, or from `transfer`'s loaded init model in phases) with every epoch tracked."""
     from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
     from tracking.diagnosis import diagnose
 
@@ -37,11 +38,13 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     callbacks, checkpoint = training.keras_callbacks(config, workdir)
     best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
     callbacks.insert(1, best_logger)
+    if transfer is not None:
+        callbacks.insert(2, _carry_best(best_logger))
     callbacks.append(MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client))
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
-        model, history = training.fit(config, prepared, callbacks, verbose=verbosity(verbose))
+        model, history = training.fit(config, prepared, callbacks, verbose=verbosity(verbose), transfer=transfer)
     except BaseException:
         # Keras skips on_train_end when fit raises: publish the best epoch so far anyway.
         best_logger.wait(raise_errors=False)
@@ -55,6 +58,25 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     client.set_tag(run_id, "diagnosis", diagnosis.label)
     client.set_tag(run_id, "diagnosis_reason", diagnosis.reason)
     return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
+
+
+def _carry_best(best_logger):
+    """A transfer run is several Keras fits: BestCheckpointLogger starts afresh at each, while
+    ModelCheckpoint keeps its best across them. This keeps an earlier phase's best epoch when a
+    later phase never beats it (place it after the logger)."""
+    import keras
+
+    class CarryBest(keras.callbacks.Callback):
+        kept = (None, None)
+
+        def on_train_begin(self, logs=None):
+            if self.kept[0] is not None:
+                best_logger.best_epoch, best_logger.best_value = self.kept
+
+        def on_train_end(self, logs=None):
+            self.kept = (best_logger.best_epoch, best_logger.best_value)
+
+    return CarryBest()
 
 
 def verbosity(verbose: int | None) -> int:

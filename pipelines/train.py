@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -27,9 +27,12 @@ class TrainConfig:
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     l2: float = 0.0
+    augment: float = 0.125  # CNN only: random shifts up to this share of the image (0.125 of 8 px = 1 px)
+    batch_norm: bool = True  # CNN only: BatchNormalization after each convolution
     batch_size: int = 32
-    epochs: int = 40
-    patience: int = 8
+    epochs: int = 60
+    # Room for two or three ReduceLROnPlateau halvings before stopping; augmented epochs are noisy.
+    patience: int = 12
     reduce_lr_patience: int = 4
     monitor: str = "val_loss"
     class_weight: str = "none"
@@ -57,6 +60,8 @@ class TrainConfig:
             raise FittrackError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.l2 >= 0:
             raise FittrackError(f"l2 must be >= 0, got {self.l2}")
+        if not 0.0 <= self.augment < 0.5:
+            raise FittrackError(f"augment must be in [0, 0.5), got {self.augment}")
         if task is not None:
             accepted = [f"val_{m}" for m in metric_names(task)]
             if self.monitor not in accepted:
@@ -174,24 +179,59 @@ def class_weights(config: TrainConfig, prepared: Prepared):
     return {int(c): float(w) for c, w in zip(np.unique(codes), weights)}
 
 
-def fit(config: TrainConfig, prepared: Prepared, callbacks: list, verbose: int = 1):
-    """Build, compile and fit; return (model, history dict). Best weights are restored."""
+def fit(config: TrainConfig, prepared: Prepared, callbacks: list, verbose: int = 1, transfer=None):
+    """Build, compile and fit; return (model, history dict). Best weights are restored.
+
+    With `transfer` (a resolved and loaded pipelines.transfer.Transfer) the network is its init
+    model's body under a new head, fitted in phases: each phase is a Keras fit that goes on from
+    the epoch the last one stopped at, so that the run holds one history with every epoch once.
+    """
     from pipelines.models import build_model, compile_model
+    from pipelines.transfer import Phase, fit_probe, set_body_trainable, with_new_head
 
     task, n_classes = prepared.meta["task"], len(prepared.meta["classes"])
     y_train = prepared.targets["train"]
     target_mean = float(np.mean(y_train)) if task == "regression" else 0.0
     target_std = (float(np.std(y_train)) or 1.0) if task == "regression" else 1.0
-    model = build_model(config, prepared.features["train"].shape[1:], task, n_classes,
-                        image_scale=prepared.image_scale, target_mean=target_mean, target_std=target_std)
-    compile_model(model, config, task, n_classes)
-    history = model.fit(
-        prepared.features["train"], y_train,
-        validation_data=(prepared.features["val"], prepared.targets["val"]),
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
-        class_weight=class_weights(config, prepared), callbacks=callbacks, verbose=verbose,
-    )
-    return model, history.history
+    if transfer is None:
+        model = build_model(config, prepared.features["train"].shape[1:], task, n_classes,
+                            image_scale=prepared.image_scale, target_mean=target_mean, target_std=target_std)
+        body, phases = [], [Phase(config.epochs, config.learning_rate, train_body=True)]
+    else:
+        model, body = with_new_head(transfer.network, task, n_classes, target_mean, target_std)
+        if transfer.config.head_init == "probe":
+            fit_probe(model, body, prepared.features["train"], y_train, task, target_mean, target_std,
+                      class_weight=config.class_weight, seed=config.seed)
+        phases = transfer.phases(config.epochs, config.learning_rate)
+    history, best = {}, None
+    for phase in phases:
+        set_body_trainable(body, phase.train_body)
+        # A change of `trainable` takes effect at compile; the phase's optimizer starts afresh too.
+        compile_model(model, replace(config, learning_rate=phase.learning_rate), task, n_classes)
+        fitted = model.fit(
+            prepared.features["train"], y_train,
+            validation_data=(prepared.features["val"], prepared.targets["val"]),
+            initial_epoch=len(history.get("loss", ())), epochs=phase.epochs, batch_size=config.batch_size,
+            shuffle=True, class_weight=class_weights(config, prepared), callbacks=callbacks, verbose=verbose,
+        ).history
+        for name, values in fitted.items():
+            history.setdefault(name, []).extend(values)
+        if len(phases) > 1:
+            best = _best_phase(model, fitted.get(config.monitor), mode_of(config.monitor), best)
+    if best is not None:
+        model.set_weights(best[1])
+    return model, history
+
+
+def _best_phase(model, values, mode: str, best):
+    """(value, weights) of the best phase so far. EarlyStopping restores only its own fit's best
+    epoch, so a later phase that never beat an earlier one must not leave its weights in place."""
+    if not values:
+        return best
+    value = min(values) if mode == "min" else max(values)
+    if best is None or (value < best[0] if mode == "min" else value > best[0]):
+        return value, model.get_weights()
+    return best
 
 
 def keras_callbacks(config: TrainConfig, workdir: str):

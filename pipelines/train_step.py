@@ -1,4 +1,4 @@
-"""The train step as an MLflow run: params, every epoch, best checkpoint, test, baselines, model."""
+"""The train step as an MLflow run: params, every epoch, best checkpoint, test, baseline margin, model."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from dataclasses import asdict
 from importlib import metadata
 
 import mlflow
-from mlflow import MlflowClient
 
-from pipelines import baselines as baseline_models
 from pipelines import data as data_sources
 from pipelines import train as training
-from pipelines.tracked_fit import fit_tracked
+from pipelines import transfer as transfers
+from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
 from pipelines.split_step import DataParams, reuse_or_run_split
+from pipelines.tracked_fit import fit_tracked
 from tracking import runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
 
@@ -24,10 +24,13 @@ _REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", 
 
 
 def run_train(data_params: DataParams, config: training.TrainConfig, split_run_id: str | None = None,
-              run_id: str | None = None, verbose: int | None = None) -> str:
-    """Train and track one model; return the train run's id."""
+              run_id: str | None = None, verbose: int | None = None,
+              transfer: transfers.TransferConfig | None = None) -> str:
+    """Train and track one model (from `transfer.init_model` when given); return the train run's id."""
     config.validate()
     data_params.split_config.validate()
+    # Before any run opens: an unknown model, alias or run must not leave a split run behind.
+    init = transfers.resolve(transfer)
     if not split_run_id:
         # Check what depends on the data before a split run is made for a doomed training run.
         dataset = data_sources.load(data_params.data, data_params.target, data_params.task)
@@ -36,6 +39,8 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         # Before our own run opens: a new split run must be a run of its own.
         split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
         print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
+    baselines_run_id, reused = reuse_or_run_baselines(split_run_id, config.seed)
+    print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
     with runs.step_run(STEP, run_id=run_id, run_name=None) as run:
         run_id = run.info.run_id
         mlflow.set_tag("fittrack.split_run_id", split_run_id)
@@ -50,22 +55,26 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
             "resolved_model": config.resolved_model,
             "iterations_per_epoch": training.iterations_per_epoch(n_train, config.batch_size),
             **{f"{name}_size": size for name, size in data.sizes.items()},
+            **(init.params(config.learning_rate) if init else {}),
         })
         mlflow.set_tags({runs.DATA_DIGEST_TAG: data.digest, "fittrack.task": data.task, "fittrack.device": device})
         for name, ds in dataset_inputs(data).items():
             mlflow.log_input(ds, context=CONTEXTS[name])
-        result = _fit_and_log(config, prepared, run_id, verbose)
-        _log_baselines(prepared, data, config, run, result)
+        if init:
+            mlflow.set_tags(init.tags())
+            init.load(prepared.features["train"].shape[1:])
+        result = _fit_and_log(config, prepared, run_id, verbose, init)
+        _log_baselines(baselines_run_id, data, result)
         _print_summary(run_id, result)
     return run_id
 
 
-def _fit_and_log(config, prepared, run_id, verbose):
+def _fit_and_log(config, prepared, run_id, verbose, transfer=None):
     from tracking import evaluation
 
     task = prepared.meta["task"]
     with training.temp_workdir() as workdir:
-        outcome = fit_tracked(config, prepared, run_id, workdir, verbose)
+        outcome = fit_tracked(config, prepared, run_id, workdir, verbose, transfer=transfer)
         test_metrics, predicted = training.evaluate_test(outcome.model, prepared)
         mlflow.log_metrics(test_metrics)
         plots = evaluation.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
@@ -94,34 +103,14 @@ def _input_example(prepared, n: int = 5):
     return raw.iloc[:n] if hasattr(raw, "iloc") else raw[:n]
 
 
-def _log_baselines(prepared, data, config, train_run, result):
-    """Baselines as runs beside the Keras run; the Keras run carries the best one's score."""
-    task = prepared.meta["task"]
-    features = {n: f / prepared.image_scale if data.kind == "image" else f for n, f in prepared.features.items()}
-    fitted = baseline_models.fit_baselines(task, features, prepared.labels, config.seed)
-    client = MlflowClient()
-    parent = train_run.data.tags.get("mlflow.parentRunId") or mlflow.get_run(train_run.info.run_id).data.tags.get(
-        "mlflow.parentRunId")
-    for baseline in fitted:
-        tags = {runs.STEP_TAG: "baseline", "fittrack.baseline_for": train_run.info.run_id,
-                "fittrack.split_run_id": data.run_id, runs.DATA_DIGEST_TAG: data.digest}
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        created = client.create_run(train_run.info.experiment_id, run_name=f"baseline-{baseline.name}", tags=tags)
-        for key, value in {"model": baseline.estimator, "baseline": baseline.name,
-                           "split_run_id": data.run_id}.items():
-            client.log_param(created.info.run_id, key, value)
-        for key, value in baseline.metrics.items():
-            client.log_metric(created.info.run_id, key, float(value))
-        client.set_terminated(created.info.run_id, "FINISHED")
-    metric = PRIMARY_METRIC[task]
-    best = max(fitted, key=lambda b: b.metrics[f"val_{metric}"])
+def _log_baselines(baselines_run_id, data, result):
+    """The Keras run carries the best baseline's test score and its margin over it."""
+    name, metric, baseline_score = best_baseline(baselines_run_id, data.task)
     keras_score = result["test"].get(f"test_{metric}")
-    baseline_score = best.metrics[f"test_{metric}"]
     mlflow.log_metrics({f"baseline_test_{metric}": baseline_score,
                         f"test_{metric}_margin": (keras_score - baseline_score) if keras_score is not None else 0.0})
-    mlflow.set_tag("fittrack.best_baseline", best.name)
-    result["baseline"] = (best.name, metric, baseline_score)
+    mlflow.set_tags({"fittrack.best_baseline": name, "fittrack.baselines_run_id": baselines_run_id})
+    result["baseline"] = (name, metric, baseline_score)
 
 
 def pip_requirements() -> list[str]:

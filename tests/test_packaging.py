@@ -25,7 +25,7 @@ def test_conda_yaml_and_pyproject_name_the_same_dependencies():
 
 def test_mlproject_entry_points_match_the_cli():
     project = yaml.safe_load(_read("MLproject"))
-    assert {"main", "split", "train"} <= set(project["entry_points"])
+    assert {"main", "split", "baselines", "train", "tune", "register"} <= set(project["entry_points"])
     for name, entry in project["entry_points"].items():
         command = cli.commands[name]
         options = {o.name: o for o in command.params}
@@ -34,6 +34,9 @@ def test_mlproject_entry_points_match_the_cli():
         for flag, param in used:
             assert flag.replace("-", "_") == param, (name, flag)
             option = options[param]
+            if "default" not in entry["parameters"][param]:
+                assert option.required, (name, param)
+                continue
             default = entry["parameters"][param]["default"]
             if isinstance(option.default, bool):
                 assert str(option.default).lower() == default, (name, param)

@@ -60,9 +60,18 @@ def test_train_run_holds_everything(tracking):
     # The three parts are the run's dataset inputs.
     contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
     assert contexts == {"training", "validation", "testing"}
+    # The baselines are a run of their own on the same split, each baseline nested under it.
+    step = tracking.only_run("baselines")
+    assert run.data.tags["fittrack.baselines_run_id"] == step.info.run_id
+    assert step.data.params["split_run_id"] == run.data.params["split_run_id"]
     baselines = tracking.runs("baseline")
-    assert {b.data.tags["mlflow.runName"] for b in baselines} == {"baseline-dummy", "baseline-linear"}
-    assert all(b.data.tags["fittrack.baseline_for"] == run.info.run_id for b in baselines)
+    assert {b.data.tags["mlflow.runName"] for b in baselines} == {"baseline-dummy", "baseline-linear", "baseline-svm"}
+    assert all(b.data.tags["mlflow.parentRunId"] == step.info.run_id for b in baselines)
+    best = max(baselines, key=lambda b: b.data.metrics["val_accuracy"])
+    assert step.data.tags["best_baseline"] == best.data.params["baseline"]
+    assert run.data.metrics["baseline_test_accuracy"] == best.data.metrics["test_accuracy"]
+    assert run.data.metrics["test_accuracy_margin"] == pytest.approx(
+        run.data.metrics["test_accuracy"] - best.data.metrics["test_accuracy"])
 
 
 def test_best_checkpoint_is_best_validation_epoch(tracking):

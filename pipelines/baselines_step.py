@@ -1,0 +1,74 @@
+"""The baselines step: scikit-learn models fitted on a split, the bar every Keras run is judged by.
+
+One `baselines` run per split (reused while the split and the code are the same), with each
+baseline as a run nested under it, so the MLflow UI compares them with the Keras runs by the same
+metric names (`val_accuracy`, `test_accuracy`, ...).
+"""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow import MlflowClient
+
+from pipelines import baselines as baseline_models
+from tracking import runs
+from tracking.datasets import load_split
+
+STEP = "baselines"
+PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
+
+
+def run_baselines(split_run_id: str, seed: int, run_id: str | None = None) -> str:
+    """Fit and log the baselines of a split; return the baselines run's id."""
+    from pipelines import train as training
+
+    with runs.step_run(STEP, run_id=run_id, run_name="baselines") as run:
+        runs.log_params({"split_run_id": split_run_id, "seed": seed})
+        data = load_split(split_run_id)
+        mlflow.set_tags({"fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest})
+        prepared = training.prepare(data)
+        # Baselines see what the network sees; pixels scaled to [0, 1] as the network's first layer does.
+        features = {n: f / prepared.image_scale if data.kind == "image" else f for n, f in prepared.features.items()}
+        fitted = baseline_models.fit_baselines(data.task, features, prepared.labels, seed)
+        client = MlflowClient()
+        for baseline in fitted:
+            created = client.create_run(run.info.experiment_id, run_name=f"baseline-{baseline.name}", tags={
+                "mlflow.parentRunId": run.info.run_id, runs.STEP_TAG: "baseline",
+                "fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest})
+            for key, value in {"model": baseline.estimator, "baseline": baseline.name,
+                               "split_run_id": split_run_id}.items():
+                client.log_param(created.info.run_id, key, value)
+            for key, value in baseline.metrics.items():
+                client.log_metric(created.info.run_id, key, float(value))
+            client.set_terminated(created.info.run_id, "FINISHED")
+        metric = PRIMARY_METRIC[data.task]
+        # The best baseline is chosen on validation, as a Keras run is; its test score is the bar.
+        best = max(fitted, key=lambda b: b.metrics[f"val_{metric}"])
+        mlflow.log_metrics({f"best_val_{metric}": best.metrics[f"val_{metric}"],
+                            f"best_test_{metric}": best.metrics[f"test_{metric}"],
+                            **{f"{b.name}_test_{metric}": b.metrics[f"test_{metric}"] for b in fitted}})
+        mlflow.set_tag("best_baseline", best.name)
+        return run.info.run_id
+
+
+def find_baselines(split_run_id: str, seed: int):
+    return runs.find_finished_run(STEP, {"split_run_id": split_run_id, "seed": seed},
+                                  {runs.CODE_VERSION_TAG: runs.code_version()})
+
+
+def reuse_or_run_baselines(split_run_id: str, seed: int, experiment_id: str | None = None) -> tuple[str, bool]:
+    """Return (baselines run id, reused?) without touching any run the caller has open."""
+    found = find_baselines(split_run_id, seed)
+    if found is not None:
+        return found.info.run_id, True
+    # A fresh run id of our own: plain start_run() would join the caller's MLFLOW_RUN_ID.
+    experiment_id = experiment_id or runs._current_experiment_id()
+    created = MlflowClient().create_run(experiment_id, run_name="baselines")
+    return run_baselines(split_run_id, seed, run_id=created.info.run_id), False
+
+
+def best_baseline(baselines_run_id: str, task: str) -> tuple[str, str, float]:
+    """(name, metric, test score) of the best baseline of a baselines run."""
+    run = MlflowClient().get_run(baselines_run_id)
+    metric = PRIMARY_METRIC[task]
+    return run.data.tags["best_baseline"], metric, run.data.metrics[f"best_test_{metric}"]
