@@ -32,3 +32,6 @@ FITTRACK_PROJECT_URI = _EnvironmentVariable("FITTRACK_PROJECT_URI", str, None)
 
 #: Seconds a `register` run waits for earlier versions' promotion decisions before deciding alone.
 FITTRACK_PROMOTION_TIMEOUT = _EnvironmentVariable("FITTRACK_PROMOTION_TIMEOUT", float, 300.0)
+
+#: The admin password of the `team` tracking server's basic-auth (required there; never stored or logged).
+FITTRACK_ADMIN_PASSWORD = _EnvironmentVariable("FITTRACK_ADMIN_PASSWORD", str, None)
