@@ -19,6 +19,15 @@ from pipelines import train as training
 from pipelines.models import mode_of
 
 
+class LoggingFailed(Exception):
+    """The fit ended but its epochs or best checkpoint did not reach the tracking store; the
+    trained `model` is kept for whoever can save it elsewhere."""
+
+    def __init__(self, model):
+        super().__init__("the fit's metrics or best checkpoint could not be logged")
+        self.model = model
+
+
 @dataclass
 class FitOutcome:
     model: object
@@ -40,15 +49,22 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     callbacks.insert(1, best_logger)
     if transfer is not None:
         callbacks.insert(2, _carry_best(best_logger))
-    callbacks.append(MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client))
+    metrics_logger = MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client)
+    callbacks.append(metrics_logger)
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
         model, history = training.fit(config, prepared, callbacks, verbose=verbosity(verbose), transfer=transfer)
     except BaseException:
-        # Keras skips on_train_end when fit raises: publish the best epoch so far anyway.
+        # Keras skips on_train_end when fit raises: publish the epochs and the best one so far anyway.
+        metrics_logger.on_train_end()
         best_logger.wait(raise_errors=False)
         raise
+    try:
+        best_logger.wait()
+        metrics_logger.raise_error()
+    except Exception as exc:
+        raise LoggingFailed(model) from exc
     diagnosis = diagnose(history["loss"], history["val_loss"],
                          baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]))
     summary = {"best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,

@@ -15,7 +15,7 @@ from pipelines import transfer as transfers
 from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
 from pipelines.split_step import DataParams, reuse_or_run_split
 from pipelines.tracked_fit import fit_tracked
-from tracking import runs
+from tracking import outage, runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
 
 STEP = "train"
@@ -25,9 +25,13 @@ _REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", 
 
 def run_train(data_params: DataParams, config: training.TrainConfig, split_run_id: str | None = None,
               run_id: str | None = None, verbose: int | None = None,
-              transfer: transfers.TransferConfig | None = None) -> str:
-    """Train and track one model (from `transfer.init_model` when given); return the train run's id."""
+              transfer: transfers.TransferConfig | None = None, outage_timeout: float = 300.0) -> str:
+    """Train and track one model (from `transfer.init_model` when given); return the train run's id.
+
+    Against a tracking server, requests are retried for `outage_timeout` seconds while training
+    goes on; past that the run stops with the model and checkpoints kept on local disk."""
     config.validate()
+    outage.ride_out(outage_timeout)
     data_params.split_config.validate()
     # Before any run opens: an unknown model, alias or run must not leave a split run behind.
     init = transfers.resolve(transfer)
@@ -70,21 +74,36 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
 
 
 def _fit_and_log(config, prepared, run_id, verbose, transfer=None):
-    from tracking import evaluation
-
     task = prepared.meta["task"]
     with training.temp_workdir() as workdir:
-        outcome = fit_tracked(config, prepared, run_id, workdir, verbose, transfer=transfer)
-        test_metrics, predicted = training.evaluate_test(outcome.model, prepared)
-        mlflow.log_metrics(test_metrics)
-        plots = evaluation.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
-                                      predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))
-        for path in plots:
-            mlflow.log_artifact(path, "plots")
-        tensorboard_dir = os.path.join(workdir, "tensorboard")
-        if os.path.isdir(tensorboard_dir):
-            mlflow.log_artifacts(tensorboard_dir, "tensorboard")
-        model_uri = log_trained_model(outcome.model, prepared)
+        outcome = None
+        try:
+            outcome = fit_tracked(config, prepared, run_id, workdir, verbose, transfer=transfer)
+            return _evaluate_and_log(outcome, prepared, workdir, task)
+        except Exception as exc:
+            if not outage.is_unreachable(exc):
+                raise
+            outage.give_up()
+            model = outcome.model if outcome else getattr(exc, "model", None)
+            kept = outage.keep_locally(run_id, workdir, model)
+            raise outage.TrackingServerUnavailable(
+                f"tracking server {mlflow.get_tracking_uri()} did not answer within the outage timeout; "
+                f"the model and checkpoints of run {run_id} are kept in {kept}") from None
+
+
+def _evaluate_and_log(outcome, prepared, workdir, task) -> dict:
+    from tracking import evaluation
+
+    test_metrics, predicted = training.evaluate_test(outcome.model, prepared)
+    mlflow.log_metrics(test_metrics)
+    plots = evaluation.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
+                                  predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))
+    for path in plots:
+        mlflow.log_artifact(path, "plots")
+    tensorboard_dir = os.path.join(workdir, "tensorboard")
+    if os.path.isdir(tensorboard_dir):
+        mlflow.log_artifacts(tensorboard_dir, "tensorboard")
+    model_uri = log_trained_model(outcome.model, prepared)
     return {"test": test_metrics, "diagnosis": outcome.diagnosis, "model_uri": model_uri, "task": task}
 
 

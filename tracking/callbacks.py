@@ -24,7 +24,10 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
     """Logs every epoch's training and validation metrics with `step` = epoch.
 
     Unlike mlflow.keras.MlflowCallback, validation metrics land at their epoch (not step 0,
-    mlflow issue 14293). Logging is asynchronous so it never waits on the tracking server.
+    mlflow issue 14293). Each epoch's batch is sent in order from a background thread, so
+    training never waits on the tracking server, and a server that is away is retried by
+    MLflow's client (see tracking/outage.py). Once a batch fails for good the others fail at
+    once, and the error waits in `error` until the fit has returned its model (`raise_error`).
     Also logs the learning rate in force during the epoch, epoch seconds and samples per second.
     """
 
@@ -37,11 +40,15 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self.run_id = run_id
         self.train_size = train_size
         self.client = client or MlflowClient()
+        self.error = None
+        self._sender = None
 
     def on_train_begin(self, logs=None):
         self._epoch_start = None
         self._learning_rate = None
         self._pending = []
+        if self._sender is None:
+            self._sender = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fittrack-metrics")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -56,12 +63,29 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
             values["learning_rate"] = self._learning_rate
         timestamp = int(time.time() * 1000)
         metrics = [Metric(k, float(v), timestamp, epoch) for k, v in values.items() if _is_number(v)]
-        self._pending.append(self.client.log_batch(self.run_id, metrics=metrics, synchronous=False))
+        self._pending.append(self._sender.submit(self._send, metrics))
+
+    def _send(self, metrics):
+        if self.error is not None:
+            return  # the server is gone; the first error says so
+        try:
+            self.client.log_batch(self.run_id, metrics=metrics)
+        except Exception as exc:
+            from tracking import outage
+
+            self.error = exc
+            if outage.is_unreachable(exc):
+                outage.give_up()
 
     def on_train_end(self, logs=None):
-        for operation in self._pending:
-            operation.wait()
+        for future in self._pending:
+            future.result()
         self._pending = []
+
+    def raise_error(self):
+        """Raise the error that stopped logging, if any (after the fit, so its model is kept)."""
+        if self.error is not None:
+            raise self.error
 
 
 class BestCheckpointLogger(keras.callbacks.Callback):
@@ -87,6 +111,7 @@ class BestCheckpointLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.best_epoch = None
         self.best_value = None
+        self.error = None
         self._last_seen = self.checkpoint.best
         self._staging = tempfile.mkdtemp(prefix="fittrack-best-")
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fittrack-ckpt")
@@ -117,11 +142,19 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         self._future = self._executor.submit(self._upload, snapshot)
 
     def _upload(self, snapshot):
-        self.client.log_artifacts(self.run_id, snapshot, CHECKPOINT_DIR)
+        try:
+            self.client.log_artifacts(self.run_id, snapshot, CHECKPOINT_DIR)
+        except Exception as exc:
+            from tracking import outage
+
+            if outage.is_unreachable(exc):
+                outage.give_up()
+            raise
         shutil.rmtree(snapshot, ignore_errors=True)
 
     def on_train_end(self, logs=None):
-        self.wait()
+        # A failed upload is raised after the fit (`wait` again), so the trained model is kept.
+        self.wait(raise_errors=False)
 
     def wait(self, raise_errors: bool = True):
         """Block until the newest checkpoint is uploaded; raise what the upload raised.
@@ -133,7 +166,10 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         try:
             if future is not None and not future.cancelled():
                 future.result()
-        except Exception:
+            if self.error is not None:
+                raise self.error
+        except Exception as exc:
+            self.error = exc
             if raise_errors:
                 raise
         finally:

@@ -61,8 +61,15 @@ def _end(key: str, value: str, status: str) -> None:
         mlflow.flush_async_logging()
     except Exception:  # the run must still be closed if the queue is broken
         pass
-    mlflow.set_tag(key, value)
-    mlflow.end_run(status)
+    try:
+        mlflow.set_tag(key, value)
+        mlflow.end_run(status)
+    except Exception as exc:
+        from tracking import outage
+
+        # A store that stopped answering cannot record the failure; the error raised says why.
+        if not outage.is_unreachable(exc):
+            raise
 
 
 def log_params(params: dict) -> None:
