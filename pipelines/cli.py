@@ -166,8 +166,10 @@ def baselines(split_run_id, seed):
 @click.option("--outage-timeout", type=click.FloatRange(0, 600), default=300, show_default=True,
               help="Seconds a tracking server may be away (requests retried, training goes on) before the run "
                    "stops with its model and checkpoints kept in ./fittrack-unsent.")
+@click.option("--run-id", default="", help="Go on with this train run after a crash: training resumes from its "
+              "last epoch (kept in ./.fittrack/resume), its metric history continuous.")
 def train(split_run_id, quiet, init_model, freeze_epochs, fine_tune_learning_rate, head_init, outage_timeout,
-          **kwargs):
+          run_id, **kwargs):
     """Train a Keras model, logging every epoch, the best checkpoint, test metrics and the model."""
     from pipelines.train_step import run_train
     from pipelines.transfer import TransferConfig
@@ -177,7 +179,7 @@ def train(split_run_id, quiet, init_model, freeze_epochs, fine_tune_learning_rat
     transfer = TransferConfig(init_model=init_model, freeze_epochs=freeze_epochs,
                               fine_tune_learning_rate=fine_tune_learning_rate, head_init=head_init)
     run_train(data_params, config, split_run_id=split_run_id or None, verbose=0 if quiet else None,
-              transfer=transfer, outage_timeout=outage_timeout)
+              transfer=transfer, outage_timeout=outage_timeout, run_id=run_id or None)
 
 
 @cli.command()

@@ -7,6 +7,8 @@ trial's run is not the process's active run.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -38,8 +40,13 @@ class FitOutcome:
 
 
 def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_id: str, workdir: str,
-                verbose: int | None = None, extra_callbacks: tuple = (), transfer=None) -> FitOutcome:
-    """Fit (from scratch, or from `transfer`'s loaded init model in phases) with every epoch tracked."""
+                verbose: int | None = None, extra_callbacks: tuple = (), transfer=None,
+                resume_dir: str | None = None) -> FitOutcome:
+    """Fit (from scratch, or from `transfer`'s loaded init model in phases) with every epoch tracked.
+
+    With `resume_dir`, Keras's BackupAndRestore keeps the last epoch there, so the same run
+    started again after a crash goes on from it; the folder is removed once the fit is logged.
+    """
     from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
     from tracking.diagnosis import diagnose
 
@@ -49,8 +56,18 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     callbacks.insert(1, best_logger)
     if transfer is not None:
         callbacks.insert(2, _carry_best(best_logger))
-    metrics_logger = MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client)
+    spool = None
+    if resume_dir:
+        os.makedirs(resume_dir, exist_ok=True)
+        spool = os.path.join(resume_dir, "metrics.jsonl")
+    metrics_logger = MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client, spool=spool)
     callbacks.append(metrics_logger)
+    if resume_dir:
+        import keras
+
+        # After the metrics logger: an epoch is journaled before it is backed up, so a restored
+        # run never lacks an epoch it skips.
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(resume_dir, "keras")))
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
@@ -65,10 +82,14 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
         metrics_logger.raise_error()
     except Exception as exc:
         raise LoggingFailed(model) from exc
+    if resume_dir:
+        if metrics_logger.first_epoch:
+            client.set_tag(run_id, "fittrack.resumed_at_epoch", str(metrics_logger.first_epoch))
+        shutil.rmtree(resume_dir, ignore_errors=True)
     diagnosis = diagnose(history["loss"], history["val_loss"],
                          baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]))
     summary = {"best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
-               "epochs_run": len(history["loss"]), "lowest_val_loss_epoch": diagnosis.best_epoch}
+               "epochs_run": metrics_logger.epochs_seen or len(history["loss"]), "lowest_val_loss_epoch": diagnosis.best_epoch}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None])
     client.set_tag(run_id, "diagnosis", diagnosis.label)

@@ -13,12 +13,15 @@ from pipelines import data as data_sources
 from pipelines import train as training
 from pipelines import transfer as transfers
 from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
+from pipelines.errors import FittrackError
 from pipelines.split_step import DataParams, reuse_or_run_split
 from pipelines.tracked_fit import fit_tracked
-from tracking import outage, runs
+from tracking import env, outage, runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
 
 STEP = "train"
+#: Where a train run keeps its last epoch (BackupAndRestore) until it has finished.
+RESUME_DIR = os.path.join(".fittrack", "resume")
 PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
 _REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", "numpy")
 
@@ -35,6 +38,8 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
     data_params.split_config.validate()
     # Before any run opens: an unknown model, alias or run must not leave a split run behind.
     init = transfers.resolve(transfer)
+    if run_id and not env.MLFLOW_RUN_ID.get():
+        _check_resumable(run_id)
     if not split_run_id:
         # Check what depends on the data before a split run is made for a doomed training run.
         dataset = data_sources.load(data_params.data, data_params.target, data_params.task)
@@ -73,12 +78,28 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
     return run_id
 
 
+def _check_resumable(run_id: str) -> None:
+    from mlflow import MlflowClient
+
+    try:
+        run = MlflowClient().get_run(run_id)
+    except Exception:
+        raise FittrackError(f"run '{run_id}' not found in the tracking store") from None
+    if run.data.tags.get(runs.STEP_TAG) != STEP:
+        raise FittrackError(f"run '{run_id}' is not a train run; only a train run can be resumed")
+    if run.info.status == "FINISHED":
+        raise FittrackError(f"run '{run_id}' already finished; resume a run that crashed or was killed")
+
+
 def _fit_and_log(config, prepared, run_id, verbose, transfer=None):
     task = prepared.meta["task"]
     with training.temp_workdir() as workdir:
         outcome = None
         try:
-            outcome = fit_tracked(config, prepared, run_id, workdir, verbose, transfer=transfer)
+            # A transfer run is several Keras fits, which BackupAndRestore does not follow.
+            resume_dir = None if transfer else os.path.abspath(os.path.join(RESUME_DIR, run_id))
+            outcome = fit_tracked(config, prepared, run_id, workdir, verbose, transfer=transfer,
+                                  resume_dir=resume_dir)
             return _evaluate_and_log(outcome, prepared, workdir, task)
         except Exception as exc:
             if not outage.is_unreachable(exc):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -71,6 +72,13 @@ class Tracking:
         found = self.runs(step)
         assert len(found) == 1, f"expected one {step} run, found {len(found)}"
         return found[0]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def mlflow_run(*args, timeout=600):

@@ -1,7 +1,6 @@
 """A training run against a real tracking server that goes away mid-fit (and comes back, or not)."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,16 +9,11 @@ import mlflow
 import pytest
 
 from pipelines.errors import FittrackError
+from tests.conftest import free_port
 from tracking import outage
 from tracking import server as fittrack_server
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -29,7 +23,7 @@ class Server:
     def __init__(self, folder):
         self.folder = folder
         self.config = fittrack_server.ServerConfig(
-            port=_free_port(), backend_store_uri=f"sqlite:///{folder / 'server.db'}",
+            port=free_port(), backend_store_uri=f"sqlite:///{folder / 'server.db'}",
             artifacts_destination=str(folder / "artifacts"), state_dir=str(folder / ".server"))
         self.url = self.config.url
 

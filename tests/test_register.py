@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_iris
 
 from pipelines.cli import cli
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, free_port
 
 
 def _invoke(*args):
@@ -135,12 +134,6 @@ def _table_with_categories_and_gaps(path, n=400, seed=0):
     return frame
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_champion_takes_raw_csv_rows_and_is_served_over_http(tracking):
     csv = tracking.folder / "shop.csv"
@@ -159,7 +152,7 @@ def test_champion_takes_raw_csv_rows_and_is_served_over_http(tracking):
     known = rows["colour"].notna() & rows["size"].notna() & (rows["colour"] != "purple")
     assert (predicted[known.to_numpy()] == frame["label"].iloc[:40][known].to_numpy()).mean() >= 0.85
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/shop@champion", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],

@@ -10,7 +10,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ import uuid
 import mlflow
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, free_port
 from tracking import server as tracking_server
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -26,12 +25,6 @@ ADMIN_PASSWORD = f"admin-{uuid.uuid4().hex}"
 # trust auth ignores it, so it can stand for a real database password that must never leak
 PG_PASSWORD = f"pg-{uuid.uuid4().hex}"
 SENTINEL = f"outside-the-artifact-root-{uuid.uuid4().hex}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fittrack(*args, cwd, env=None, timeout=300):
@@ -80,7 +73,7 @@ def _stop(state_dir):
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("local-server")
-    state_dir, port = folder / ".fittrack", _free_port()
+    state_dir, port = folder / ".fittrack", free_port()
     try:
         started = _fittrack("server", "start", "--port", str(port), "--state-dir", str(state_dir), cwd=folder)
         assert started.returncode == 0, started.stdout + started.stderr
@@ -105,7 +98,7 @@ def postgres_database():
 
 @pytest.mark.e2e
 def test_local_server_starts_answers_and_stops(tmp_path):
-    port, state_dir = _free_port(), tmp_path / "state"
+    port, state_dir = free_port(), tmp_path / "state"
     args = ("--state-dir", str(state_dir))
     try:
         started = _fittrack("server", "start", "--port", str(port), *args, cwd=tmp_path)
@@ -118,7 +111,7 @@ def test_local_server_starts_answers_and_stops(tmp_path):
         assert status.returncode == 0 and "running at" in status.stdout
         assert f"backend sqlite:///{tmp_path / 'mlflow.db'}" in status.stdout
 
-        again = _fittrack("server", "start", "--port", str(_free_port()), *args, cwd=tmp_path)
+        again = _fittrack("server", "start", "--port", str(free_port()), *args, cwd=tmp_path)
         assert again.returncode != 0 and "already running" in again.stderr
 
         stopped = _fittrack("server", "stop", *args, cwd=tmp_path)
@@ -151,7 +144,7 @@ def test_local_server_binds_loopback_only(local_server):
 
 
 def test_local_profile_refuses_a_public_interface(tmp_path):
-    result = _fittrack("server", "start", "--host", "0.0.0.0", "--port", str(_free_port()), cwd=tmp_path)
+    result = _fittrack("server", "start", "--host", "0.0.0.0", "--port", str(free_port()), cwd=tmp_path)
     assert result.returncode != 0 and "binds only to loopback, not '0.0.0.0'" in result.stderr
     assert not (tmp_path / ".fittrack" / "server.json").exists()
 
@@ -253,7 +246,7 @@ def test_model_versions_cannot_point_out_of_the_artifact_store(local_server, ser
 def test_team_profile_refuses_to_start_without_the_admin_password(tmp_path, monkeypatch):
     monkeypatch.delenv("FITTRACK_ADMIN_PASSWORD", raising=False)
     result = _fittrack("server", "start", "--profile", "team", "--backend-store-uri", f"{PG}/postgres",
-                       "--port", str(_free_port()), cwd=tmp_path)
+                       "--port", str(free_port()), cwd=tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(errors) == 1, result.stderr
     assert "FITTRACK_ADMIN_PASSWORD" in errors[0] and "Traceback" not in result.stderr
@@ -269,7 +262,7 @@ def test_team_profile_refuses_to_start_without_the_admin_password(tmp_path, monk
 
 @pytest.mark.e2e
 def test_team_server_authenticates_and_enforces_permissions(tmp_path, postgres_database):
-    port, state_dir = _free_port(), tmp_path / "state"
+    port, state_dir = free_port(), tmp_path / "state"
     args = ("--state-dir", str(state_dir))
     admin, reader = ("admin", ADMIN_PASSWORD), ("reader", f"reader-{uuid.uuid4().hex}")
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -23,16 +22,12 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import free_port
+
 RUN_NAMES = ("cnn-lr-0.001", "cnn-lr-0.003", "mlp-lr-0.01")
 EPOCHS = 10
 CHART_CARD = "[data-testid='experiment-view-compare-runs-card']"
 PLOT_POINT = ".scatterlayer path.point"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_health(url, server, log, timeout=120):
@@ -93,7 +88,7 @@ def ui(tmp_path, empty_store, monkeypatch):
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never fetch a browser or driver
     db = tmp_path / "server.db"
     shutil.copyfile(empty_store, db)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     log = tmp_path / "server.log"
     with open(log, "w") as output:  # a file, not a pipe nobody reads: a full pipe would block the server

@@ -31,7 +31,7 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
     Also logs the learning rate in force during the epoch, epoch seconds and samples per second.
     """
 
-    def __init__(self, run_id: str, train_size: int, client: MlflowClient | None = None):
+    def __init__(self, run_id: str, train_size: int, client: MlflowClient | None = None, spool: str | None = None):
         super().__init__()
         if not run_id:
             raise ValueError(f"run_id must name an MLflow run, got {run_id!r}")
@@ -40,7 +40,12 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self.run_id = run_id
         self.train_size = train_size
         self.client = client or MlflowClient()
+        # A local journal of the epochs sent (JSON lines): a process killed mid-fit and run again
+        # (Keras's BackupAndRestore) re-sends what may not have arrived and skips epochs it holds.
+        self.spool = spool
         self.error = None
+        self.epochs_seen = 0
+        self.first_epoch = None
         self._sender = None
 
     def on_train_begin(self, logs=None):
@@ -49,12 +54,36 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self._pending = []
         if self._sender is None:
             self._sender = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fittrack-metrics")
+        self._journaled = self._resend_journal() if self.spool else set()
+
+    def _resend_journal(self) -> set:
+        if not os.path.exists(self.spool):
+            return set()
+        steps, metrics = set(), []
+        with open(self.spool) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break  # a line cut short by the kill: that epoch was never backed up either
+                steps.add(entry["step"])
+                metrics += [Metric(k, v, entry["timestamp"], entry["step"]) for k, v in entry["metrics"].items()]
+        # The same key, step, timestamp and value again is stored once: re-sending is safe.
+        for start in range(0, len(metrics), 500):
+            self._pending.append(self._sender.submit(self._send, metrics[start:start + 500]))
+        self.epochs_seen = max(steps) + 1 if steps else 0
+        return steps
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
         self._learning_rate = _learning_rate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epochs_seen = max(self.epochs_seen, epoch + 1)
+        if self.first_epoch is None:
+            self.first_epoch = epoch  # above 0 when BackupAndRestore restored an earlier process's epochs
+        if epoch in self._journaled:
+            return  # logged before the process was killed; this is its repeat after the restore
         seconds = time.perf_counter() - self._epoch_start
         values = {k: v for k, v in (logs or {}).items() if k != "learning_rate"}
         values["epoch_seconds"] = seconds
@@ -63,6 +92,12 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
             values["learning_rate"] = self._learning_rate
         timestamp = int(time.time() * 1000)
         metrics = [Metric(k, float(v), timestamp, epoch) for k, v in values.items() if _is_number(v)]
+        if self.spool:
+            with open(self.spool, "a") as f:
+                f.write(json.dumps({"step": epoch, "timestamp": timestamp,
+                                    "metrics": {m.key: m.value for m in metrics}}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         self._pending.append(self._sender.submit(self._send, metrics))
 
     def _send(self, metrics):
