@@ -176,6 +176,41 @@ def test_train_logs_through_the_server_and_artifacts_land_in_its_destination(loc
     assert (logged / "MLmodel").is_file()
 
 
+@pytest.mark.e2e
+def test_the_whole_pipeline_runs_against_the_server(local_server, tmp_path):
+    """`mlflow run .` (split, baselines, train, tune, register) with MLFLOW_TRACKING_URI=http://..."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", PROJECT_ROOT, "--env-manager", "local", "--experiment-name",
+         "on-server", "-P", "data=builtin:iris", "-P", "epochs=3", "-P", "n_trials=2", "-P", "tune_epochs=2",
+         "-P", "tensorboard=false"],
+        cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": local_server.url}, capture_output=True, text=True,
+        timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    client = mlflow.MlflowClient(tracking_uri=local_server.url)
+    experiment = client.get_experiment_by_name("on-server")
+    found = client.search_runs([experiment.experiment_id])
+    by_step = {}
+    for run in found:
+        by_step.setdefault(run.data.tags.get("fittrack.step"), []).append(run)
+    assert {"main", "split", "baselines", "baseline", "train", "tune", "trial", "register"} <= set(by_step)
+    assert all(r.info.status == "FINISHED" for step, rs in by_step.items() if step != "trial" for r in rs)
+    # Every step's artifacts went through the server into its destination, none to a local mlruns.
+    split = by_step["split"][0]
+    stored = local_server.folder / "mlartifacts" / experiment.experiment_id / split.info.run_id / "artifacts"
+    assert (stored / "split" / "summary.json").is_file()
+    assert not (tmp_path / "mlruns").exists()
+
+    champion = client.get_model_version_by_alias("iris", "champion")
+    assert champion.tags["source_run_id"] in {r.info.run_id for r in by_step["train"] + by_step["tune"]}
+    mlflow.set_tracking_uri(local_server.url)
+    from sklearn.datasets import load_iris
+
+    model = mlflow.pyfunc.load_model("models:/iris@champion")
+    assert len(model.predict(load_iris(as_frame=True).data.iloc[:5])) == 5
+
+
 @pytest.fixture(scope="module")
 def served_run(local_server):
     """A run with one artifact stored through the server, and a sentinel file just outside the artifact root."""
