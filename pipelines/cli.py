@@ -199,7 +199,8 @@ def train(split_run_id, quiet, init_model, freeze_epochs, fine_tune_learning_rat
 @click.option("--study", default="", help="Study name (default: DATA-MODEL, e.g. digits-cnn); the same name "
               "resumes the study.")
 @click.option("--storage", default="", help="Optuna storage URL, e.g. postgresql://user@host/db "
-              "(default: optuna.db beside the MLflow SQLite store).")
+              "(default: $FITTRACK_OPTUNA_STORAGE, else optuna.db beside the MLflow SQLite store). Put a URL "
+              "with a password in FITTRACK_OPTUNA_STORAGE: `mlflow run` logs -P values as params.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local processes sharing the study.")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True,

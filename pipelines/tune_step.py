@@ -18,7 +18,7 @@ from pipelines import tune as tuning
 from pipelines.errors import FittrackError
 from pipelines.search_space import load_space
 from pipelines.split_step import DataParams, reuse_or_run_split
-from tracking import runs
+from tracking import env, runs
 from tracking.datasets import load_split
 
 STEP = "tune"
@@ -84,7 +84,7 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
     tuning.check_space(space, base, dataset.task, dataset.kind)
     tuning.make_sampler(params.sampler, data_params.seed)
     params.study = params.study or default_study(data_params.data, family)
-    params.storage = params.storage or default_storage()
+    params.storage = params.storage or env.FITTRACK_OPTUNA_STORAGE.get() or default_storage()
     if parent_run_id:
         return _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index)
     if not split_run_id:
@@ -211,7 +211,10 @@ def _start_worker(index: int, parent_run_id: str, split_run_id: str, data_params
                "split_run_id": split_run_id}
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet"]
     for key, value in options.items():
-        command += [f"--{key.replace('_', '-')}", runs.param_string(value)]
-    # Not the parent's MLFLOW_RUN_ID: the worker must not join (and end) the parent run.
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        if key != "storage":
+            command += [f"--{key.replace('_', '-')}", runs.param_string(value)]
+    # Not the parent's MLFLOW_RUN_ID: the worker must not join (and end) the parent run. The storage
+    # URL goes through the environment: a command line (and any password in it) is world-readable.
+    worker_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    worker_env[env.FITTRACK_OPTUNA_STORAGE.name] = params.storage
+    return subprocess.Popen(command, env=worker_env, stdout=subprocess.DEVNULL)

@@ -35,3 +35,7 @@ FITTRACK_PROMOTION_TIMEOUT = _EnvironmentVariable("FITTRACK_PROMOTION_TIMEOUT", 
 
 #: The admin password of the `team` tracking server's basic-auth (required there; never stored or logged).
 FITTRACK_ADMIN_PASSWORD = _EnvironmentVariable("FITTRACK_ADMIN_PASSWORD", str, None)
+
+#: Optuna storage URL for `tune` when --storage is empty: a URL with a password stays out of the
+#: command line and of the params `mlflow run` logs for its -P values.
+FITTRACK_OPTUNA_STORAGE = _EnvironmentVariable("FITTRACK_OPTUNA_STORAGE", str, "")
