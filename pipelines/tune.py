@@ -12,6 +12,7 @@ from pipelines import train as training
 from pipelines.errors import FittrackError
 from pipelines.models import MAXIMISED, metric_names, mode_of
 from tracking import runs
+from tracking.redact import mask_uri
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("median", "hyperband", "none")
@@ -70,16 +71,6 @@ def make_pruner(name: str, epochs: int):
     raise FittrackError(f"unknown pruner '{name}'; choose one of {', '.join(PRUNERS)}")
 
 
-def mask_url(url: str) -> str:
-    """The storage URL with any password hidden, for params, tags and messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
 def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=None):
     """An RDB storage with heartbeats, so a dead worker's trial is failed (and retried) by another."""
     import sqlalchemy.exc
@@ -90,13 +81,13 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                           grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
     except sqlalchemy.exc.ArgumentError:
-        raise FittrackError(f"storage '{mask_url(url)}' is not a database URL (e.g. sqlite:///optuna.db, "
+        raise FittrackError(f"storage '{mask_uri(url)}' is not a database URL (e.g. sqlite:///optuna.db, "
                             f"postgresql://user@host/db)") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise FittrackError(f"cannot reach storage '{mask_url(url)}': {reason}") from None
+        raise FittrackError(f"cannot reach storage '{mask_uri(url)}': {reason}") from None
     except ImportError as exc:
-        raise FittrackError(f"storage '{mask_url(url)}' needs a database driver that is not installed "
+        raise FittrackError(f"storage '{mask_uri(url)}' needs a database driver that is not installed "
                             f"({exc.__cause__ or exc})") from None
 
 

@@ -20,6 +20,7 @@ from pipelines.search_space import load_space
 from pipelines.split_step import DataParams, reuse_or_run_split
 from tracking import env, runs
 from tracking.datasets import load_split
+from tracking.redact import mask_uri
 
 STEP = "tune"
 HOST_TAG, PID_TAG = "fittrack.host", "fittrack.pid"
@@ -96,7 +97,7 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
                                       tuning.stale_trial_callback())
         runs.log_params({**asdict(data_params), **{k: v for k, v in base.params().items() if k != "monitor"},
                          **{k: v for k, v in asdict(params).items() if k != "storage"},
-                         "storage": tuning.mask_url(params.storage), "split_run_id": split_run_id})
+                         "storage": mask_uri(params.storage), "split_run_id": split_run_id})
         mlflow.set_tags({"optuna.study_name": params.study, "fittrack.split_run_id": split_run_id,
                          HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         _end_orphaned_tune_runs(params.study, run_id, experiment_id)

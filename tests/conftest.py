@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 
 import mlflow
 import pytest
@@ -72,6 +73,26 @@ class Tracking:
         found = self.runs(step)
         assert len(found) == 1, f"expected one {step} run, found {len(found)}"
         return found[0]
+
+
+#: The PostgreSQL server the team and multi-worker tests use (trust auth on this machine and in CI).
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh PostgreSQL database for this test (its URL), dropped afterwards."""
+    import psycopg
+
+    name = f"fittrack_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432: {exc}")
+    admin.execute(f"CREATE DATABASE {name}")
+    yield f"{POSTGRES}/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
 
 
 def free_port() -> int:

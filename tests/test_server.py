@@ -17,10 +17,9 @@ import uuid
 import mlflow
 import pytest
 
-from tests.conftest import PROJECT_ROOT, free_port
+from tests.conftest import POSTGRES, PROJECT_ROOT, free_port
 from tracking import server as tracking_server
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 ADMIN_PASSWORD = f"admin-{uuid.uuid4().hex}"
 # trust auth ignores it, so it can stand for a real database password that must never leak
 PG_PASSWORD = f"pg-{uuid.uuid4().hex}"
@@ -83,17 +82,9 @@ def local_server(tmp_path_factory):
 
 
 @pytest.fixture
-def postgres_database():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"fittrack_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{PG}/postgres", autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432: {exc}")
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:5432/{name}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+def postgres_with_password(postgres_database):
+    """The fresh database's URL with a password (trust auth ignores it): it must never show."""
+    return postgres_database.replace("postgres@", f"postgres:{PG_PASSWORD}@", 1)
 
 
 @pytest.mark.e2e
@@ -280,7 +271,7 @@ def test_model_versions_cannot_point_out_of_the_artifact_store(local_server, ser
 
 def test_team_profile_refuses_to_start_without_the_admin_password(tmp_path, monkeypatch):
     monkeypatch.delenv("FITTRACK_ADMIN_PASSWORD", raising=False)
-    result = _fittrack("server", "start", "--profile", "team", "--backend-store-uri", f"{PG}/postgres",
+    result = _fittrack("server", "start", "--profile", "team", "--backend-store-uri", f"{POSTGRES}/postgres",
                        "--port", str(free_port()), cwd=tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(errors) == 1, result.stderr
@@ -296,12 +287,12 @@ def test_team_profile_refuses_to_start_without_the_admin_password(tmp_path, monk
 
 
 @pytest.mark.e2e
-def test_team_server_authenticates_and_enforces_permissions(tmp_path, postgres_database):
+def test_team_server_authenticates_and_enforces_permissions(tmp_path, postgres_with_password):
     port, state_dir = free_port(), tmp_path / "state"
     args = ("--state-dir", str(state_dir))
     admin, reader = ("admin", ADMIN_PASSWORD), ("reader", f"reader-{uuid.uuid4().hex}")
     try:
-        started = _fittrack("server", "start", "--profile", "team", "--backend-store-uri", postgres_database,
+        started = _fittrack("server", "start", "--profile", "team", "--backend-store-uri", postgres_with_password,
                             "--workers", "2", "--port", str(port), *args, cwd=tmp_path,
                             env={"FITTRACK_ADMIN_PASSWORD": ADMIN_PASSWORD})
         assert started.returncode == 0, started.stdout + started.stderr

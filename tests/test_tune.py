@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import mlflow
 import optuna
@@ -16,7 +15,6 @@ from optuna.trial import TrialState
 from pipelines.cli import cli
 from tests.conftest import PROJECT_ROOT, mlflow_run
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 FIXED_SPACE = """
 layers: 1
 units: 16
@@ -141,21 +139,6 @@ def test_bad_tune_input_under_mlflow_run_fails_the_parent(tracking):
     assert len(failed) == 1 and "unknown sampler 'annealing'" in failed[0].data.tags["error"]
 
 
-@pytest.fixture
-def postgres_storage():
-    import psycopg
-
-    name = f"fittrack_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{PG}/postgres", autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432: {exc}")
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"{PG}/{name}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
-
-
 def _assert_consistent(study, tracking, n_trials):
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -168,17 +151,17 @@ def _assert_consistent(study, tracking, n_trials):
 
 
 @pytest.mark.e2e
-def test_two_workers_share_one_postgres_study(tracking, postgres_storage):
-    _tune("--n-trials", "6", "--epochs", "3", "--workers", "2", "--storage", postgres_storage, "--study", "shared")
-    study = optuna.load_study(study_name="shared", storage=postgres_storage)
+def test_two_workers_share_one_postgres_study(tracking, postgres_database):
+    _tune("--n-trials", "6", "--epochs", "3", "--workers", "2", "--storage", postgres_database, "--study", "shared")
+    study = optuna.load_study(study_name="shared", storage=postgres_database)
     _assert_consistent(study, tracking, 6)
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2, "both workers should have run trials"
 
 
 @pytest.mark.e2e
-def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking, postgres_storage):
+def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking, postgres_database):
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:iris",
-               "--n-trials", "6", "--epochs", "6", "--workers", "2", "--storage", postgres_storage,
+               "--n-trials", "6", "--epochs", "6", "--workers", "2", "--storage", postgres_database,
                "--study", "killed", "--heartbeat-interval", "1", "--grace-period", "4", "--pruner", "none"]
     main = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = None
@@ -186,7 +169,7 @@ def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking,
     while victim is None and time.monotonic() < deadline and main.poll() is None:
         time.sleep(0.5)
         try:
-            study = optuna.load_study(study_name="killed", storage=postgres_storage)
+            study = optuna.load_study(study_name="killed", storage=postgres_database)
         except KeyError:
             continue
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -198,7 +181,7 @@ def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking,
     assert victim is not None, "no worker trial was seen running"
     output, _ = main.communicate(timeout=400)
     assert main.returncode == 0, output[-3000:]
-    study = optuna.load_study(study_name="killed", storage=postgres_storage)
+    study = optuna.load_study(study_name="killed", storage=postgres_database)
     killed = study.trials[victim[1]]
     assert killed.state == TrialState.FAIL
     run = tracking.client.get_run(victim[2])

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 import secrets
 import signal
 import socket
@@ -30,6 +29,7 @@ import urllib.request
 
 from pipelines.errors import FittrackError
 from tracking import env
+from tracking.redact import mask_uri
 
 PROFILES = ("local", "team")
 DEFAULT_PERMISSIONS = ("NO_PERMISSIONS", "READ")
@@ -41,14 +41,6 @@ AUTH_DATABASE_FILE = "basic_auth.db"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # MLflow's own floor for basic-auth passwords (mlflow.utils.validation._validate_password).
 MIN_PASSWORD_LENGTH = 12
-
-_PASSWORD_IN_URL = re.compile(r"(://[^/@:]*):[^/@]*@")
-
-
-def mask_uri(uri: str) -> str:
-    """The URI with any password replaced by ***, for anything printed or stored."""
-    return _PASSWORD_IN_URL.sub(r"\1:***@", uri or "")
-
 
 @dataclasses.dataclass
 class ServerConfig:
