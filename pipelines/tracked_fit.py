@@ -66,8 +66,10 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
         import keras
 
         # After the metrics logger: an epoch is journaled before it is backed up, so a restored
-        # run never lacks an epoch it skips.
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(resume_dir, "keras")))
+        # run never lacks an epoch it skips. Two backups: a kill during a save leaves a broken
+        # file, and Keras then restores the one before.
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(resume_dir, "keras"),
+                                                          double_checkpoint=True))
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
