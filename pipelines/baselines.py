@@ -59,26 +59,18 @@ def _svm_classifier(y_train, seed: int):
 
 
 def score(estimator, task: str, x, y) -> dict:
+    """The metrics a Keras run logs, defined the same way (pipelines.metrics); loss is log loss or mse."""
     from sklearn import metrics
 
+    from pipelines.metrics import classification_scores, regression_scores
+
     if task == "regression":
-        pred = estimator.predict(x)
-        return {"loss": metrics.mean_squared_error(y, pred), "mse": metrics.mean_squared_error(y, pred),
-                "mae": metrics.mean_absolute_error(y, pred), "r2_score": metrics.r2_score(y, pred)}
+        scores = regression_scores(y, estimator.predict(x))
+        return {"loss": scores["mse"], **scores}
+    # predict_proba's columns are estimator.classes_, sorted, as the network's are.
     proba = estimator.predict_proba(x)
-    pred = estimator.classes_[np.argmax(proba, axis=1)]
-    out = {
-        "loss": metrics.log_loss(y, proba, labels=estimator.classes_),
-        "accuracy": metrics.accuracy_score(y, pred),
-        "f1_score": (metrics.f1_score(y, pred, pos_label=estimator.classes_[-1]) if len(estimator.classes_) == 2
-                     else metrics.f1_score(y, pred, average="macro")),
-    }
-    if len(set(np.asarray(y).tolist())) > 1:
-        if len(estimator.classes_) == 2:
-            out["auc"] = metrics.roc_auc_score(y, proba[:, 1])
-        else:
-            out["auc"] = metrics.roc_auc_score(y, proba, multi_class="ovr", labels=estimator.classes_)
-    return out
+    return {"loss": metrics.log_loss(y, proba, labels=estimator.classes_),
+            **classification_scores(y, proba, estimator.classes_)}
 
 
 def dummy_loss(task: str, y_train) -> float:

@@ -114,15 +114,7 @@ def mode_of(monitor: str) -> str:
 
 
 def make_metrics(task: str, n_classes: int):
-    import keras
+    """Per-epoch metrics as scikit-learn defines them (pipelines.metrics)."""
+    from pipelines.metrics import keras_metrics
 
-    m = keras.metrics
-    if task == "regression":
-        return [m.MeanSquaredError(name="mse"), m.MeanAbsoluteError(name="mae"), m.R2Score(name="r2_score")]
-    if n_classes == 2:
-        # One sigmoid output: micro-averaged F1 is the positive class's F1, as a scalar.
-        return [m.BinaryAccuracy(name="accuracy"), m.Precision(name="precision"), m.Recall(name="recall"),
-                m.F1Score(average="micro", threshold=0.5, name="f1_score"), m.AUC(name="auc")]
-    # One-hot targets: F1Score needs them, and precision/recall/AUC are then micro-averaged.
-    return [m.CategoricalAccuracy(name="accuracy"), m.Precision(name="precision"), m.Recall(name="recall"),
-            m.F1Score(average="macro", name="f1_score"), m.AUC(name="auc")]
+    return keras_metrics(task, n_classes)

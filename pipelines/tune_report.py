@@ -38,8 +38,10 @@ def _evaluate_best(best_run_id: str, prepared) -> dict:
     """The best trial's best epoch, evaluated once on the test split, logged here as the model."""
     import keras
 
+    from pipelines.metrics import register_keras_metrics
     from pipelines.train_step import log_trained_model
 
+    register_keras_metrics()  # the checkpoint is compiled with them; evaluate_test needs its loss
     local = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras")
     model = keras.models.load_model(local)
     test_metrics, _ = training.evaluate_test(model, prepared)
