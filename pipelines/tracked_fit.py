@@ -7,6 +7,7 @@ trial's run is not the process's active run.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -17,8 +18,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from pipelines import baselines as baseline_models
+from pipelines import metrics as fit_metrics
 from pipelines import train as training
+from pipelines.errors import FittrackError
 from pipelines.models import mode_of
+
+#: Rows of the training split evaluated in inference mode at each epoch's end (`train_eval_loss`),
+#: the training side of the diagnosis: about a validation split's worth, a fraction of an epoch.
+TRAIN_EVAL_ROWS = 1000
 
 
 class LoggingFailed(Exception):
@@ -46,11 +53,17 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
 
     With `resume_dir`, Keras's BackupAndRestore keeps the last epoch there, so the same run
     started again after a crash goes on from it; the folder is removed once the fit is logged.
+    The outcome's history, diagnosis and `lowest_val_loss_epoch` then cover every epoch of the
+    run, those of the process that was killed included.
+
+    A fit whose loss turns NaN or infinite stops there and raises FittrackError naming the epoch
+    and the learning rate, after tagging the run `diverged`.
     """
-    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
-    from tracking.diagnosis import diagnose
+    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger, TrainEvaluation, training_sample
 
     client = MlflowClient()
+    client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
+                   fit_metrics.averaging(prepared.meta["task"], prepared.meta["classes"]))
     callbacks, checkpoint = training.keras_callbacks(config, workdir)
     best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
     callbacks.insert(1, best_logger)
@@ -62,6 +75,10 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
         spool = os.path.join(resume_dir, "metrics.jsonl")
     metrics_logger = MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client, spool=spool)
     callbacks.append(metrics_logger)
+    sample = training_sample(len(prepared.labels["train"]), TRAIN_EVAL_ROWS, config.seed)
+    # First, so that every other callback (the metrics logger, the History) sees its value.
+    callbacks.insert(0, TrainEvaluation(_rows(prepared.features["train"], sample),
+                                        _rows(prepared.targets["train"], sample)))
     if resume_dir:
         import keras
 
@@ -73,30 +90,71 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
-        model, history = training.fit(config, prepared, callbacks, verbose=verbosity(verbose), transfer=transfer)
-    except BaseException:
+        model, _ = training.fit(config, prepared, callbacks, verbose=verbosity(verbose), transfer=transfer)
+    except BaseException as exc:
         # Keras skips on_train_end when fit raises: publish the epochs and the best one so far anyway.
         metrics_logger.on_train_end()
         best_logger.wait(raise_errors=False)
+        if isinstance(exc, Exception) and metrics_logger.logged:
+            # A NaN epoch can raise on its way out (Optuna prunes a trial that reports NaN): then
+            # the divergence is what the user must hear about.
+            diagnosis = _diagnose(metrics_logger.history(), config, prepared)
+            if diagnosis.label == "diverged":
+                _log_diagnosis(client, run_id, config, diagnosis, best_logger, metrics_logger)
+                _fail_diverged(client, run_id, config, diagnosis, metrics_logger, resume_dir, exc)
         raise
     try:
         best_logger.wait()
         metrics_logger.raise_error()
     except Exception as exc:
         raise LoggingFailed(model) from exc
+    if resume_dir and metrics_logger.first_epoch:
+        client.set_tag(run_id, "fittrack.resumed_at_epoch", str(metrics_logger.first_epoch))
+    # The metrics logger's record, not Keras's History: after a resume it holds the epochs the
+    # killed process journaled too, where History has only this process's.
+    history = metrics_logger.history()
+    diagnosis = _diagnose(history, config, prepared)
+    _log_diagnosis(client, run_id, config, diagnosis, best_logger, metrics_logger)
+    if diagnosis.label == "diverged":
+        _fail_diverged(client, run_id, config, diagnosis, metrics_logger, resume_dir)
     if resume_dir:
-        if metrics_logger.first_epoch:
-            client.set_tag(run_id, "fittrack.resumed_at_epoch", str(metrics_logger.first_epoch))
         shutil.rmtree(resume_dir, ignore_errors=True)
-    diagnosis = diagnose(history["loss"], history["val_loss"],
-                         baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]))
+    return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
+
+
+def _diagnose(history: dict, config, prepared):
+    from tracking.diagnosis import diagnose
+
+    return diagnose(history["loss"], history["val_loss"],
+                    baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]),
+                    train_eval_loss=history.get("train_eval_loss"), epochs=config.epochs)
+
+
+def _log_diagnosis(client, run_id, config, diagnosis, best_logger, metrics_logger) -> None:
     summary = {"best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
-               "epochs_run": metrics_logger.epochs_seen or len(history["loss"]), "lowest_val_loss_epoch": diagnosis.best_epoch}
+               "epochs_run": metrics_logger.epochs_seen, "lowest_val_loss_epoch": diagnosis.best_epoch}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None])
     client.set_tag(run_id, "diagnosis", diagnosis.label)
     client.set_tag(run_id, "diagnosis_reason", diagnosis.reason)
-    return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
+
+
+def _fail_diverged(client, run_id, config, diagnosis, metrics_logger, resume_dir, cause=None):
+    """Raise one line naming the epoch and the learning rate in force then (the step's run ends
+    FAILED with it; an Optuna trial fails with it)."""
+    rates = metrics_logger.history().get("learning_rate", ())
+    epoch = diagnosis.diverged_epoch
+    rate = rates[epoch] if epoch < len(rates) and math.isfinite(rates[epoch]) else config.learning_rate
+    message = f"{diagnosis.reason} with learning_rate {rate:g}; lower the learning rate"
+    client.set_tag(run_id, "diagnosis_reason", message)
+    if resume_dir:
+        # Nothing worth resuming: every epoch from here on would go on from NaN weights.
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    raise FittrackError(message) from cause
+
+
+def _rows(array, indices):
+    return array.iloc[indices] if hasattr(array, "iloc") else array[indices]
 
 
 def _carry_best(best_logger):

@@ -119,7 +119,7 @@ def prepare(data) -> Prepared:
         scale = image_scale(train_x)
     else:
         numeric, categorical = feature_types(train_x)
-        meta.update(columns=list(map(str, train_x.columns)), categorical=categorical)
+        meta.update(columns=list(map(str, train_x.columns)), categorical=categorical, coerced=list(data.coerced))
         preprocessor = make_preprocessor(train_x)
         preprocessor.fit(categorical_as_strings(train_x, categorical))
     features = {n: prepare_features(p.x, meta, preprocessor) for n, p in data.parts.items()}
@@ -238,14 +238,22 @@ def keras_callbacks(config: TrainConfig, workdir: str):
     """Keras's own callbacks for the fit; returns (list, the ModelCheckpoint)."""
     import keras
 
+    from tracking.callbacks import TerminateOnNaN
+
     mode = mode_of(config.monitor)
+    # Starting from the worst value rather than from none: otherwise the first epoch is saved as
+    # the best whatever its value, NaN included, and a NaN best is never beaten.
     checkpoint = keras.callbacks.ModelCheckpoint(
         os.path.join(workdir, "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True,
+        initial_value_threshold=float("inf") if mode == "min" else float("-inf"),
     )
     callbacks = [
         checkpoint,
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True),
+        # A NaN or infinite loss ends the fit at that batch (gracefully: every callback's
+        # on_train_end runs, so the epoch is logged); fit_tracked then fails the run as diverged.
+        TerminateOnNaN(),
     ]
     if config.reduce_lr_patience > 0:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -262,12 +270,21 @@ def iterations_per_epoch(n: int, batch_size: int) -> int:
 
 
 def evaluate_test(model, prepared: Prepared) -> tuple[dict, np.ndarray]:
-    """The test split, touched once: Keras's metrics under `test_` names, and the predictions."""
-    from tracking.models import decode_output
+    """The test split, touched once: `test_loss` from Keras (regularisation included, as in
+    val_loss), the other `test_` metrics from scikit-learn on the predictions (pipelines.metrics,
+    exact where the per-epoch AUC is approximate), and the predicted labels or values."""
+    from pipelines.metrics import classification_scores, regression_scores
+    from tracking.models import class_probabilities, decode_output
 
-    results = model.evaluate(prepared.features["test"], prepared.targets["test"], verbose=0, return_dict=True)
-    predicted = decode_output(model.predict(prepared.features["test"], verbose=0), prepared.meta)
-    return {f"test_{k}": float(v) for k, v in results.items()}, predicted
+    features, meta, y_true = prepared.features["test"], prepared.meta, prepared.labels["test"]
+    loss = model.evaluate(features, prepared.targets["test"], verbose=0, return_dict=True)["loss"]
+    output = model.predict(features, verbose=0)
+    predicted = decode_output(output, meta)
+    if meta["task"] == "regression":
+        scores = regression_scores(y_true, predicted)
+    else:
+        scores = classification_scores(y_true, class_probabilities(output, meta), meta["classes"])
+    return {"test_loss": float(loss), **{f"test_{k}": v for k, v in scores.items()}}, predicted
 
 
 def write_json(path: str, payload: dict) -> str:

@@ -106,3 +106,72 @@ def test_a_crashed_fit_still_holds_its_best_checkpoint(tracking, tmp_path):
     info = json.load(open(os.path.join(local, "best.json")))
     assert info["epoch"] == logger.best_epoch <= 3
     assert os.path.getsize(os.path.join(local, "best.keras")) > 0
+
+
+def test_train_evaluation_is_the_training_sample_in_inference_mode(tracking):
+    from tracking.callbacks import TrainEvaluation
+
+    x, y, xv, yv = _data()
+    keras.utils.set_random_seed(1)
+    # Dropout makes Keras's training-mode `loss` differ from the same rows scored in inference mode.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dropout(0.5), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    with mlflow.start_run() as run:
+        history = model.fit(x, y, validation_data=(xv, yv), epochs=3, batch_size=32, verbose=0,
+                            callbacks=[TrainEvaluation(x[:100], y[:100], batch_size=64),
+                                       MlflowMetricsLogger(run.info.run_id, train_size=len(x))]).history
+    logged = sorted(tracking.client.get_metric_history(run.info.run_id, "train_eval_loss"), key=lambda m: m.step)
+    assert [m.step for m in logged] == [0, 1, 2]
+    assert np.allclose([m.value for m in logged], history["train_eval_loss"])
+    assert history["train_eval_loss"][-1] == pytest.approx(model.evaluate(x[:100], y[:100], verbose=0), rel=1e-5)
+    assert history["train_eval_loss"][-1] != pytest.approx(history["loss"][-1], rel=1e-3)
+
+
+def test_a_nan_epoch_is_logged_and_never_the_best_checkpoint(tracking, tmp_path):
+    from tracking.callbacks import TerminateOnNaN
+
+    x, y, xv, yv = _data()
+    y = y * 1e20  # mse on these targets overflows at once
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e9), loss="mse")
+    with mlflow.start_run() as run:
+        # Keras's own ModelCheckpoint, which saves a NaN first epoch as its best.
+        checkpoint, logger = _best_checkpoint(tmp_path, run)
+        metrics = MlflowMetricsLogger(run.info.run_id, train_size=len(x))
+        history = model.fit(x, y, validation_data=(xv, yv * 1e20), epochs=5, verbose=0,
+                            callbacks=[checkpoint, logger, metrics, TerminateOnNaN()]).history
+    assert len(history["loss"]) == 1 and not np.isfinite(history["loss"][0])  # stopped in its first epoch
+    logged = tracking.client.get_metric_history(run.info.run_id, "loss")
+    # MLflow's SQL stores keep NaN, and inf as the largest float.
+    assert len(logged) == 1 and (np.isnan(logged[0].value) or abs(logged[0].value) >= 1.7e308)
+    assert logger.best_epoch is None
+    assert tracking.client.list_artifacts(run.info.run_id, "checkpoints") == []
+
+
+def test_history_covers_the_epochs_an_earlier_process_journaled(tracking, tmp_path):
+    x, y, xv, yv = _data()
+    journal = tmp_path / "metrics.jsonl"
+    with mlflow.start_run() as run:
+        first = MlflowMetricsLogger(run.info.run_id, train_size=len(x), spool=str(journal))
+        _model().fit(x, y, validation_data=(xv, yv), epochs=2, verbose=0, callbacks=[first])
+        # The process is killed; the next one goes on from epoch 2 with the same journal.
+        again = MlflowMetricsLogger(run.info.run_id, train_size=len(x), spool=str(journal))
+        resumed = _model().fit(x, y, validation_data=(xv, yv), initial_epoch=2, epochs=4, verbose=0,
+                               callbacks=[again]).history
+    whole = again.history()
+    assert len(resumed["val_loss"]) == 2 and len(whole["val_loss"]) == 4
+    assert whole["val_loss"][:2] == first.history()["val_loss"]
+    assert np.allclose(whole["val_loss"][2:], resumed["val_loss"])
+    logged = sorted(tracking.client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+    assert np.allclose([m.value for m in logged], whole["val_loss"])
+
+
+def test_callbacks_whose_fit_never_began_let_the_error_through(tmp_path):
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"))
+    logger = BestCheckpointLogger(checkpoint, "abc", mode="min")
+    metrics = MlflowMetricsLogger("abc", train_size=1)
+    metrics.on_train_end()
+    logger.wait(raise_errors=True)
+    assert logger.best_epoch is None and metrics.history() == {}

@@ -53,9 +53,18 @@ def test_a_killed_run_resumes_from_its_last_epoch(tracking):
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and len(tracking.runs("train")) == 1
-    for name in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
+    for name in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "train_eval_loss"):
         assert _steps(client, run_id, name) == list(range(EPOCHS)), name
     assert run.data.metrics["epochs_run"] == EPOCHS
+    # The diagnosis read the whole history, not only the resumed process's epochs (the plot is
+    # drawn from the same history: MlflowMetricsLogger.history, tests/test_callbacks.py).
+    val_loss = [m.value for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
+    lowest = min(range(EPOCHS), key=val_loss.__getitem__)
+    assert run.data.metrics["lowest_val_loss_epoch"] == lowest
+    reason = run.data.tags["diagnosis_reason"]
+    assert f"epoch {lowest}" in reason and f"{val_loss[lowest]:.4g}" in reason, reason
+    if run.data.tags["diagnosis"] == "undertrained":
+        assert f"of {EPOCHS}" in reason
     # Keras's BackupAndRestore went on from the last backed-up epoch instead of starting over.
     resumed_at = int(run.data.tags["fittrack.resumed_at_epoch"])
     assert 1 <= resumed_at < EPOCHS and len(before) >= 3

@@ -46,7 +46,16 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self.error = None
         self.epochs_seen = 0
         self.first_epoch = None
+        # Every epoch's values as logged ({epoch: {name: value}}), those an earlier process
+        # journaled included: the whole history of the run, whichever process ran each epoch.
+        self.logged = {}
         self._sender = None
+        # Set here, not only in on_train_begin: after a fit that failed before it began (a model
+        # that could not be built), on_train_end must still work and let the real error through.
+        self._pending = []
+        self._journaled = set()
+        self._epoch_start = None
+        self._learning_rate = None
 
     def on_train_begin(self, logs=None):
         self._epoch_start = None
@@ -67,6 +76,7 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
                 except ValueError:
                     break  # a line cut short by the kill: that epoch was never backed up either
                 steps.add(entry["step"])
+                self.logged[entry["step"]] = dict(entry["metrics"])
                 metrics += [Metric(k, v, entry["timestamp"], entry["step"]) for k, v in entry["metrics"].items()]
         # The same key, step, timestamp and value again is stored once: re-sending is safe.
         for start in range(0, len(metrics), 500):
@@ -91,7 +101,9 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         if self._learning_rate is not None:
             values["learning_rate"] = self._learning_rate
         timestamp = int(time.time() * 1000)
+        # NaN and inf are logged as they are (MLflow's stores keep them): a diverged epoch shows.
         metrics = [Metric(k, float(v), timestamp, epoch) for k, v in values.items() if _is_number(v)]
+        self.logged[epoch] = {m.key: m.value for m in metrics}
         if self.spool:
             with open(self.spool, "a") as f:
                 f.write(json.dumps({"step": epoch, "timestamp": timestamp,
@@ -117,10 +129,70 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
             future.result()
         self._pending = []
 
+    def history(self) -> dict:
+        """The run's whole history as Keras lays it out ({name: [value per epoch]}), from epoch 0;
+        an epoch that lacks a name holds NaN there."""
+        epochs = range(max(self.logged) + 1) if self.logged else range(0)
+        names = {name for values in self.logged.values() for name in values}
+        return {name: [self.logged.get(e, {}).get(name, math.nan) for e in epochs] for name in sorted(names)}
+
     def raise_error(self):
         """Raise the error that stopped logging, if any (after the fit, so its model is kept)."""
         if self.error is not None:
             raise self.error
+
+
+class TrainEvaluation(keras.callbacks.Callback):
+    """Evaluates a fixed sample of the training split in inference mode at each epoch's end and
+    adds its loss to the epoch's logs as `train_eval_loss`.
+
+    Keras's `loss` is measured in training mode (dropout on, BatchNormalization on batch
+    statistics) and averaged while the weights moved; `val_loss` is the end-of-epoch model in
+    inference mode. This gives the training side of that comparison, measured the way `val_loss`
+    is, so over- and underfitting are judged like with like (tracking/diagnosis.py). Place it
+    before the callbacks that log or read the epoch's logs.
+    """
+
+    def __init__(self, x, y, batch_size: int = 128, name: str = "train_eval"):
+        super().__init__()
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"need a non-empty sample with as many targets as rows, got {len(x)} and {len(y)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        self.x, self.y, self.batch_size, self.name = x, y, batch_size, name
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        # The model called in inference mode and its compiled loss (regularisation included, as
+        # in val_loss), batch by batch: what model.evaluate computes, at a third of its cost
+        # here, since evaluate builds a new data pipeline at every call.
+        total = 0.0
+        for start in range(0, len(self.x), self.batch_size):
+            x, y = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            loss = self.model.compute_loss(x=x, y=y, y_pred=self.model(x, training=False))
+            total += float(keras.ops.convert_to_numpy(loss)) * len(x)
+        logs[f"{self.name}_loss"] = total / len(self.x)
+
+
+class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras's TerminateOnNaN (stops the fit gracefully at the first NaN or infinite batch loss,
+    so every callback's on_train_end still runs), without its print: fittrack fails the run
+    with one line that names the epoch and the learning rate instead."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not _is_finite(loss):
+            self.model.stop_training = True
+
+
+def training_sample(n: int, size: int, seed: int):
+    """Indices of a fixed, seeded sample of `size` of `n` training rows (all of them when fewer), in order."""
+    import numpy as np
+
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 class BestCheckpointLogger(keras.callbacks.Callback):
@@ -142,6 +214,13 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         self.run_id = run_id
         self.mode = mode
         self.client = client or MlflowClient()
+        # Set here too, so that `wait` after a fit that failed before it began is a no-op.
+        self.best_epoch = None
+        self.best_value = None
+        self.error = None
+        self._future = None
+        self._executor = None
+        self._staging = None
 
     def on_train_begin(self, logs=None):
         self.best_epoch = None
@@ -165,6 +244,10 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         if best is None or best == self._last_seen or not os.path.exists(self.checkpoint.filepath):
             return
         self._last_seen = best
+        # A diverged model is never the best one, whatever the monitored metric says of it
+        # (an AUC of NaN predictions can be finite).
+        if not _is_finite(best) or not all(_is_finite(v) for k, v in logs.items() if k.endswith("loss")):
+            return
         self.best_epoch, self.best_value = epoch, float(best)
         # Copy now, in this thread: ModelCheckpoint may overwrite the file next epoch.
         snapshot = os.path.join(self._staging, f"epoch-{epoch}")
@@ -197,6 +280,8 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         Safe to call again, and called by the train step when the fit itself fails, so that a
         crashed run still ends up holding its best epoch.
         """
+        if self._executor is None:
+            return  # on_train_begin never ran: nothing was saved
         future, self._future = self._future, None
         try:
             if future is not None and not future.cancelled():
@@ -224,6 +309,11 @@ def _learning_rate(model):
 
 def _is_number(value) -> bool:
     try:
-        return math.isfinite(float(value))
+        float(value)
     except (TypeError, ValueError):
         return False
+    return True
+
+
+def _is_finite(value) -> bool:
+    return _is_number(value) and math.isfinite(float(value))

@@ -1,55 +1,106 @@
-"""Over- and underfitting, read off the learning curves."""
+"""Divergence, under- and overfitting, read off the learning curves.
+
+A pure function of per-epoch curves, so every rule can be tested on made-up numbers. The rules
+compare like with like: the validation loss is measured in inference mode (no dropout,
+BatchNormalization on its moving statistics), so the training side of a comparison is
+`train_eval_loss`, the same model evaluated the same way on a fixed sample of the training split.
+The loss Keras logs during training (dropout on, BatchNormalization on batch statistics, averaged
+while the weights moved) stands in only when that curve is missing.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-# Validation loss this far above its minimum, while training loss kept falling, is overfitting,
-# provided the rise is also more than noise next to the dummy baseline's loss.
+LABELS = ("diverged", "undertrained", "underfitting", "overfitting", "good_fit")
+
+# What counts as more than noise: a change in validation loss larger than this share of the
+# dummy baseline's loss (the scale of "learnt nothing"), and than this share of the loss itself.
+NOISE_SHARE_OF_DUMMY = 0.01
+NOISE_SHARE_OF_LOSS = 0.01
+# Still falling: the lowest validation loss is in the last STILL_FALLING_WINDOW epochs, and it is
+# lower than the loss STILL_FALLING_WINDOW epochs before it by more than noise.
+STILL_FALLING_WINDOW = 2
+# Validation loss this far above its minimum (and by more than noise), while the training loss
+# kept falling, is overfitting.
 RISE_TOLERANCE = 0.10
-RISE_SHARE_OF_DUMMY = 0.01
-# A training loss still at this share of the dummy baseline's loss means the model learnt little.
+# A training loss never below this share of the dummy baseline's loss: the model learnt little.
 UNDERFIT_SHARE = 0.8
-# Validation loss this many times the training loss, by a margin that matters, is a gap.
+# Validation loss this many times the training loss at the best epoch, by a margin that matters
+# next to the dummy baseline's loss, is a generalisation gap.
 GAP_RATIO = 2.0
 GAP_SHARE_OF_DUMMY = 0.1
 
 
 @dataclass
 class Diagnosis:
-    label: str  # "overfitting", "underfitting" or "good_fit"
+    label: str  # one of LABELS
     reason: str
-    best_epoch: int
+    best_epoch: int | None  # the epoch of the lowest finite validation loss; None if there is none
+    diverged_epoch: int | None = None
 
 
-def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None = None) -> Diagnosis:
-    """Label a fit from its per-epoch training and validation losses.
+def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None = None,
+             train_eval_loss: list[float] | None = None, epochs: int | None = None) -> Diagnosis:
+    """Label a fit from its per-epoch losses.
 
-    `dummy_loss` is the loss a constant prediction reaches on the training data (the prior's
-    cross-entropy, or the target's variance), the yardstick for "both losses are high".
+    `loss` is the training loss Keras logged, `val_loss` the validation loss, `train_eval_loss`
+    the training sample's loss in inference mode. `dummy_loss` is the loss a constant prediction
+    reaches on the training data (the prior's cross-entropy, or the target's variance), the
+    yardstick for "high" and for noise. `epochs` is the most the fit could run: only a fit that
+    ran them all can be undertrained (one that stopped before, EarlyStopping's verdict, cannot).
     """
     if not loss or len(loss) != len(val_loss):
         raise ValueError(f"need equal, non-empty loss curves, got {len(loss)} and {len(val_loss)} epochs")
+    if train_eval_loss is not None and len(train_eval_loss) != len(loss):
+        raise ValueError(f"train_eval_loss has {len(train_eval_loss)} epochs, loss {len(loss)}")
     loss, val_loss = np.asarray(loss, float), np.asarray(val_loss, float)
-    best = int(np.nanargmin(val_loss))
-    final_train, best_val, last_val = loss[-1], val_loss[best], val_loss[-1]
+    train = np.asarray(train_eval_loss, float) if train_eval_loss is not None else loss
+    train_name = "training loss (inference mode)" if train_eval_loss is not None else "training loss"
+    n = len(loss)
+    finite_val = np.isfinite(val_loss)
+    best = int(np.argmin(np.where(finite_val, val_loss, np.inf))) if finite_val.any() else None
 
-    if dummy_loss is not None and dummy_loss > 0 and loss.min() > UNDERFIT_SHARE * dummy_loss:
+    # Diverged: a non-finite training loss at any epoch, or a validation loss that ended non-finite.
+    # Nothing after that epoch means anything, so this rule comes first.
+    bad = [(e, name, value) for e in range(n) for name, value in (("loss", loss[e]), ("val_loss", val_loss[e]))
+           if not math.isfinite(value) and (name == "loss" or not finite_val[e:].any())]
+    if bad:
+        epoch, name, value = bad[0]
+        return Diagnosis("diverged", f"training diverged at epoch {epoch}: {name} is {value}", best, epoch)
+
+    noise = max(NOISE_SHARE_OF_DUMMY * dummy_loss if dummy_loss else 0.0, NOISE_SHARE_OF_LOSS * val_loss[best])
+    best_val, last_val = val_loss[best], val_loss[-1]
+
+    # Undertrained: the fit used every epoch it had and validation loss was still falling at the
+    # end, so no other verdict is due yet: more epochs would tell. Before "underfitting", since a
+    # model still improving has not shown what it can learn.
+    before = max(best - STILL_FALLING_WINDOW, 0)
+    used_all = epochs is not None and n >= epochs
+    if (used_all and best >= n - STILL_FALLING_WINDOW and last_val <= best_val + noise
+            and val_loss[before] - best_val > noise):
+        return Diagnosis("undertrained", (
+            f"validation loss still falling at the last epoch: {val_loss[before]:.4g} at epoch {before} to "
+            f"{best_val:.4g} at epoch {best} of {n}; train for more epochs"), best)
+
+    if dummy_loss is not None and dummy_loss > 0 and np.nanmin(train) > UNDERFIT_SHARE * dummy_loss:
         return Diagnosis("underfitting", (
-            f"training loss never fell below {UNDERFIT_SHARE:.0%} of the dummy baseline's "
-            f"({loss.min():.4g} vs {dummy_loss:.4g})"), best)
-    noise = RISE_SHARE_OF_DUMMY * dummy_loss if dummy_loss else 0.0
-    rose = last_val > best_val * (1 + RISE_TOLERANCE) and last_val - best_val > noise and loss[-1] < loss[best]
-    if rose:
+            f"{train_name} never fell below {UNDERFIT_SHARE:.0%} of the dummy baseline's "
+            f"({np.nanmin(train):.4g} vs {dummy_loss:.4g}); validation loss lowest {best_val:.4g} at epoch {best}"), best)
+
+    if last_val > best_val * (1 + RISE_TOLERANCE) and last_val - best_val > noise and train[-1] < train[best]:
         return Diagnosis("overfitting", (
-            f"validation loss rose from {best_val:.4g} at epoch {best} to {last_val:.4g} "
-            f"while training loss fell to {final_train:.4g}"), best)
-    gap = val_loss[best] - loss[best]
-    scale = dummy_loss if dummy_loss else max(val_loss[best], 1e-12)
-    if val_loss[best] > GAP_RATIO * loss[best] and gap > GAP_SHARE_OF_DUMMY * scale:
+            f"validation loss rose from {best_val:.4g} at epoch {best} to {last_val:.4g} at epoch {n - 1} "
+            f"while {train_name} fell from {train[best]:.4g} to {train[-1]:.4g}"), best)
+    gap = best_val - train[best]
+    scale = dummy_loss if dummy_loss else max(best_val, 1e-12)
+    if best_val > GAP_RATIO * train[best] and gap > GAP_SHARE_OF_DUMMY * scale:
         return Diagnosis("overfitting", (
-            f"at the best epoch {best} validation loss {val_loss[best]:.4g} is over "
-            f"{GAP_RATIO:g}x training loss {loss[best]:.4g}"), best)
-    return Diagnosis("good_fit", f"validation loss lowest at epoch {best} ({best_val:.4g}), close to training", best)
+            f"at the best epoch {best} validation loss {best_val:.4g} is over {GAP_RATIO:g}x "
+            f"{train_name} {train[best]:.4g}"), best)
+    return Diagnosis("good_fit", (
+        f"validation loss lowest at epoch {best} ({best_val:.4g}), close to {train_name} "
+        f"({train[best]:.4g})"), best)

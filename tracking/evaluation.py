@@ -19,6 +19,9 @@ def learning_curves_png(history: dict, metric: str, path: str) -> str:
     for ax, name in zip(axes[0], names):
         epochs = np.arange(len(history[name]))
         ax.plot(epochs, history[name], label=f"train {name}")
+        if name == "loss" and len(history.get("train_eval_loss", ())) == len(epochs):
+            # The training rows as validation sees them (dropout off, moving statistics): like with like.
+            ax.plot(epochs, history["train_eval_loss"], linestyle="--", label="train loss (inference mode)")
         if f"val_{name}" in history:
             ax.plot(epochs, history[f"val_{name}"], label=f"validation {name}")
         ax.set_xlabel("epoch")
