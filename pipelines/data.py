@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,16 @@ FILE_TYPES = (".csv", ".parquet", ".pq", ".npz")
 TASKS = ("auto", "classification", "regression")
 # An integer target with at most this many distinct values is taken for classes.
 MAX_AUTO_CLASSES = 20
+# What becomes of a column of numbers holding a few strings (`abc`, `n/a?`): `numeric` makes the
+# strings missing values, `categorical` keeps every value as a category, `error` stops.
+MIXED_COLUMNS = ("numeric", "categorical", "error")
+# A text column is taken for numbers with typos when at least this share of its values parse:
+# below it, the strings are likely real categories that happen to include some numbers.
+MIXED_NUMERIC_SHARE = 0.9
+
+
+class MixedColumnWarning(UserWarning):
+    """A column of numbers holds values that are not numbers."""
 
 
 @dataclass
@@ -33,15 +44,23 @@ class Dataset:
     kind: str  # "tabular" or "image"
     source: str
     digest: str
+    # Columns of numbers whose strings became missing values (mixed_columns=numeric): raw rows
+    # given to the model may still hold strings there.
+    coerced: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.y)
 
 
-def load(data: str, target: str = "target", task: str = "auto") -> Dataset:
-    """Load `data` (builtin:NAME or a file path) and check the target."""
+def load(data: str, target: str = "target", task: str = "auto", mixed_columns: str = "numeric") -> Dataset:
+    """Load `data` (builtin:NAME or a file path) and check the target.
+
+    `mixed_columns` says what becomes of a column of numbers that holds a few strings (see
+    MIXED_COLUMNS); it is converted here, so every split part and model sees the same values."""
     if task not in TASKS:
         raise FittrackError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    if mixed_columns not in MIXED_COLUMNS:
+        raise FittrackError(f"unknown mixed_columns '{mixed_columns}'; choose one of {', '.join(MIXED_COLUMNS)}")
     if data.startswith(BUILTIN_PREFIX):
         x, y, kind, known_task = _load_builtin(data[len(BUILTIN_PREFIX):])
         target = "target"
@@ -50,6 +69,7 @@ def load(data: str, target: str = "target", task: str = "auto") -> Dataset:
         x, y, kind = _load_file(data, target)
         known_task = None
         source = os.path.abspath(data)
+    where = _target_words(data, target)
     y = np.asarray(y)
     _check_target(y, target)
     if known_task is not None and task == "auto":
@@ -57,10 +77,88 @@ def load(data: str, target: str = "target", task: str = "auto") -> Dataset:
     elif task == "auto":
         task = infer_task(y)
     if task == "regression" and not np.issubdtype(y.dtype, np.number):
+        examples = _not_numbers(pd.Series(y))
+        held = f"values that are not numbers: {_quoted(examples)}" if len(examples) else f"{y.dtype} values"
         raise FittrackError(
-            f"task 'regression' needs a numeric target, but column '{target}' holds {y.dtype} values"
+            f"task 'regression' needs a numeric target, but {where} holds {held}; "
+            f"use a column of numbers, or task=classification"
         )
-    return Dataset(x=x, y=y, target=target, task=task, kind=kind, source=source, digest=digest_of(x, y))
+    if task == "classification":
+        labels = pd.unique(pd.Series(y))
+        if len(labels) < 2:
+            raise FittrackError(
+                f"{where} holds one class only ('{labels[0]}' in all {len(y)} rows); "
+                f"classification needs at least two classes"
+            )
+    coerced = []
+    if isinstance(x, pd.DataFrame):
+        x, coerced = convert_mixed_columns(x, mixed_columns, data)
+    return Dataset(x=x, y=y, target=target, task=task, kind=kind, source=source, digest=digest_of(x, y),
+                   coerced=coerced)
+
+
+def mixed_columns_of(x: pd.DataFrame) -> dict[str, pd.Series]:
+    """{column: its values that are not numbers} for each text column that is mostly numbers."""
+    found = {}
+    for column in x.columns:
+        values = x[column]
+        if (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+                or isinstance(values.dtype, pd.CategoricalDtype)
+                or not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values))):
+            continue
+        present = values.dropna()
+        if present.empty:
+            continue
+        bad = pd.to_numeric(present, errors="coerce").isna()
+        if bad.any() and 1.0 - bad.mean() >= MIXED_NUMERIC_SHARE:
+            found[column] = present[bad]
+    return found
+
+
+def convert_mixed_columns(x: pd.DataFrame, mixed_columns: str, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """Warn about (or stop at) columns of numbers holding strings; make them numbers if asked.
+
+    Returns the rows and the columns made numbers."""
+    found = mixed_columns_of(x)
+    if not found:
+        return x, []
+    for column, strings in found.items():
+        described = (f"column '{column}' of '{source}' is numeric except for {len(strings)} "
+                     f"value{'s' if len(strings) != 1 else ''}: {_quoted(strings)}")
+        if mixed_columns == "error":
+            raise FittrackError(f"{described}; fix them, or pass mixed_columns=numeric (they become missing "
+                                f"values) or mixed_columns=categorical")
+        outcome = ("they become missing values, imputed like any missing number (mixed_columns=numeric)"
+                   if mixed_columns == "numeric" else
+                   "the column stays categorical, one category per distinct value (mixed_columns=categorical)")
+        warnings.warn(f"{described}; {outcome}", MixedColumnWarning, stacklevel=2)
+    if mixed_columns == "categorical":
+        return x, []
+    x = x.copy()
+    for column in found:
+        x[column] = pd.to_numeric(x[column], errors="coerce").astype("float64")
+    return x, list(found)
+
+
+def _target_words(data: str, target: str) -> str:
+    """How messages name the target: its column and file (NPZ files: their array 'y')."""
+    if data.startswith(BUILTIN_PREFIX):
+        return f"target column 'target' of {data}"
+    if data.lower().endswith(".npz"):
+        return f"target array 'y' of '{data}'"
+    return f"target column '{target}' of '{data}'"
+
+
+def _not_numbers(values: pd.Series) -> pd.Series:
+    present = values.dropna()
+    return present[pd.to_numeric(present, errors="coerce").isna()]
+
+
+def _quoted(values: pd.Series, limit: int = 5) -> str:
+    """Up to `limit` distinct values, quoted, with '...' when there are more."""
+    distinct = list(dict.fromkeys(map(str, values)))
+    shown = ", ".join(f"'{v}'" for v in distinct[:limit])
+    return shown + (", ..." if len(distinct) > limit else "")
 
 
 def data_name(source: str) -> str:
@@ -119,8 +217,14 @@ def _load_file(path: str, target: str):
         return _load_npz(path)
     try:
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise FittrackError(f"data file '{path}' is empty: no header, no rows") from exc
     except Exception as exc:  # pandas raises many types for unreadable files
         raise FittrackError(f"cannot read data file '{path}': {exc}".splitlines()[0]) from exc
+    if len(frame) == 0:
+        # An empty split would otherwise be blamed on val_fraction and test_fraction.
+        columns = ", ".join(map(str, frame.columns[:20]))
+        raise FittrackError(f"data file '{path}' has no rows" + (f" (its columns: {columns})" if columns else ""))
     if target not in frame.columns:
         columns = ", ".join(map(str, frame.columns[:20]))
         raise FittrackError(f"target column '{target}' is not in '{path}'; its columns are: {columns}")
@@ -139,6 +243,8 @@ def _load_npz(path: str):
             f"it needs arrays 'x' and 'y' (it has: {', '.join(arrays.files) or 'none'})"
         )
     x, y = arrays["x"], arrays["y"]
+    if len(x) == 0 and len(y) == 0:
+        raise FittrackError(f"NPZ file '{path}' has no rows ('x' has shape {x.shape})")
     if len(x) != len(y):
         raise FittrackError(f"NPZ file '{path}': 'x' has {len(x)} rows but 'y' has {len(y)}")
     if x.ndim == 2:

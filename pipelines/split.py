@@ -47,6 +47,8 @@ def split(config: SplitConfig, data: Dataset) -> dict[str, Part]:
 
     config.validate()
     n = len(data)
+    if n == 0:
+        raise FittrackError(f"'{data.source}' has no rows to split")
     sizes = _part_sizes(n, config)
     for part, size in sizes.items():
         if size < 1:

@@ -101,3 +101,114 @@ def test_target_with_nan(tmp_path):
 def test_unknown_task():
     with pytest.raises(FittrackError, match="unknown task 'clustering'"):
         data.load("builtin:iris", task="clustering")
+
+
+def _mixed_csv(tmp_path, strings=("abc", "n/a?", "abc"), rows=60):
+    """A column of numbers with a few strings in it, as a hand-edited spreadsheet has them."""
+    size = np.round(np.linspace(-2, 2, rows), 3).astype(object)
+    size[[3, 10, 20, 30, 40, 45, 50][:len(strings)]] = list(strings)
+    path = tmp_path / "mixed.csv"
+    pd.DataFrame({"size": size, "colour": ["red", "blue"] * (rows // 2), "target": np.arange(rows) % 2}).to_csv(
+        path, index=False)
+    return str(path)
+
+
+def test_mixed_column_warning_names_the_column_the_count_and_the_values(tmp_path):
+    path = _mixed_csv(tmp_path)
+    with pytest.warns(data.MixedColumnWarning) as record:
+        data.load(path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert f"column 'size' of '{path}' is numeric except for 3 values: 'abc', 'n/a?';" in message
+    assert "\n" not in message
+    # The colour column is text, not numbers with typos: no warning names it.
+    assert "colour" not in message
+
+
+def test_mixed_column_warning_shows_at_most_five_values(tmp_path):
+    path = _mixed_csv(tmp_path, strings=[f"bad{i}" for i in range(7)], rows=100)
+    with pytest.warns(data.MixedColumnWarning, match=r"except for 7 values: 'bad0', 'bad1', 'bad2', 'bad3', "
+                                                     r"'bad4', \.\.\.;"):
+        data.load(path)
+
+
+def test_mixed_columns_numeric_makes_the_strings_missing_numbers(tmp_path):
+    path = _mixed_csv(tmp_path)
+    raw = pd.read_csv(path)["size"]
+    with pytest.warns(data.MixedColumnWarning, match="they become missing values"):
+        ds = data.load(path, mixed_columns="numeric")
+    size = ds.x["size"]
+    assert ds.coerced == ["size"]
+    assert size.dtype == np.float64
+    assert size.isna().sum() == 3 and size.isna().tolist() == raw.isin(["abc", "n/a?"]).tolist()
+    assert size.dropna().tolist() == pd.to_numeric(raw, errors="coerce").dropna().tolist()
+    assert ds.x["colour"].tolist() == ["red", "blue"] * 30
+
+
+def test_mixed_columns_categorical_keeps_the_strings(tmp_path):
+    path = _mixed_csv(tmp_path)
+    with pytest.warns(data.MixedColumnWarning, match="stays categorical"):
+        ds = data.load(path, mixed_columns="categorical")
+    assert not pd.api.types.is_numeric_dtype(ds.x["size"])
+    assert (ds.x["size"] == "abc").sum() == 2 and ds.coerced == []
+    # A different reading of the same file is different data: no split is shared between them.
+    with pytest.warns(data.MixedColumnWarning):
+        assert ds.digest != data.load(path, mixed_columns="numeric").digest
+
+
+def test_mixed_columns_error_stops_with_one_line(tmp_path):
+    path = _mixed_csv(tmp_path)
+    with pytest.raises(FittrackError) as info:
+        data.load(path, mixed_columns="error")
+    message = str(info.value)
+    assert message.startswith(f"column 'size' of '{path}' is numeric except for 3 values: 'abc', 'n/a?'; fix them")
+    assert "mixed_columns=numeric" in message and "\n" not in message
+
+
+def test_mostly_text_and_clean_columns_are_left_alone(tmp_path, recwarn):
+    path = tmp_path / "rows.csv"
+    # 4 of 6 values are numbers: under the 90% line, so these are categories, not typos.
+    pd.DataFrame({"code": ["1", "2", "x", "3", "y", "4"], "n": [1.5, 2, 3, 4, 5, 6], "target": [0, 1] * 3}).to_csv(
+        path, index=False)
+    for choice in data.MIXED_COLUMNS:
+        ds = data.load(str(path), mixed_columns=choice)
+        assert ds.x["code"].tolist() == ["1", "2", "x", "3", "y", "4"]
+        assert ds.x["n"].dtype == np.float64
+    assert not [w for w in recwarn if issubclass(w.category, data.MixedColumnWarning)]
+
+
+def _header_only_parquet(p):
+    path = p / "empty.parquet"
+    pd.DataFrame({"x": pd.Series([], dtype=float), "target": pd.Series([], dtype=int)}).to_parquet(path)
+    return str(path)
+
+
+def _write(p, name, text):
+    (p / name).write_text(text)
+    return str(p / name)
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (lambda p: _write(p, "one.csv", "x,target\n1,7\n2,7\n3,7\n"), {},
+     "target column 'target' of '{p}/one.csv' holds one class only ('7' in all 3 rows); classification needs at "
+     "least two classes"),
+    (lambda p: _write(p, "one.csv", "x,label\n1,yes\n2,yes\n"), {"target": "label", "task": "classification"},
+     "target column 'label' of '{p}/one.csv' holds one class only ('yes' in all 2 rows)"),
+    (lambda p: _npz(p, x=np.zeros((4, 2)), y=np.ones(4, dtype=int)), {},
+     "target array 'y' of '{p}/d.npz' holds one class only ('1' in all 4 rows)"),
+    (lambda p: _write(p, "header.csv", "x,target\n"), {}, "data file '{p}/header.csv' has no rows (its columns: "
+                                                          "x, target)"),
+    (lambda p: _write(p, "blank.csv", ""), {}, "data file '{p}/blank.csv' is empty: no header, no rows"),
+    (_header_only_parquet, {}, "data file '{p}/empty.parquet' has no rows (its columns: x, target)"),
+    (lambda p: _npz(p, x=np.zeros((0, 3)), y=np.zeros(0)), {}, "NPZ file '{p}/d.npz' has no rows"),
+    (lambda p: _write(p, "words.csv", "x,target\n1,low\n2,high\n3,n/a?\n"), {"task": "regression"},
+     "task 'regression' needs a numeric target, but target column 'target' of '{p}/words.csv' holds values that "
+     "are not numbers: 'low', 'high', 'n/a?'"),
+    (lambda p: "builtin:iris", {"mixed_columns": "drop"},
+     "unknown mixed_columns 'drop'; choose one of numeric, categorical, error"),
+])
+def test_data_faults_stop_at_load_with_one_line(tmp_path, make, kwargs, message):
+    with pytest.raises(FittrackError) as info:
+        data.load(make(tmp_path), **kwargs)
+    assert message.format(p=tmp_path) in str(info.value)
+    assert "\n" not in str(info.value)

@@ -48,3 +48,18 @@ def test_image_scale_and_targets():
     assert encode_target([1, 0], binary).ravel().tolist() == [1.0, 0.0]
     assert decode_output(np.array([[0.9], [0.2]]), binary).tolist() == [1, 0]
     assert class_codes(np.array([2, 0]), [0, 1, 2]).tolist() == [2, 0]
+
+
+def test_raw_strings_in_a_numeric_column_are_imputed_as_in_training():
+    # Trained on data loaded with mixed_columns=numeric: the model still meets `abc` in raw rows.
+    train = _rows()
+    numeric, categorical = feature_types(train)
+    pre = make_preprocessor(train).fit(categorical_as_strings(train, categorical))
+    meta = {"kind": "tabular", "columns": list(train.columns), "categorical": categorical}
+    raw = pd.DataFrame({"age": ["abc", "50", None], "rooms": [2, 2, 2], "city": ["rome"] * 3, "owner": [True] * 3})
+    features = prepare_features(raw, meta, pre)
+    missing = prepare_features(raw.assign(age=[np.nan, 50.0, np.nan]), meta, pre)
+    assert np.isfinite(features).all()
+    assert features.tolist() == missing.tolist()
+    # The training median (30) fills both the string and the missing value.
+    assert features[0, 0] == features[2, 0] == prepare_features(train.iloc[[1]], meta, pre)[0, 0]

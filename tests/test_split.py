@@ -51,3 +51,30 @@ def test_class_too_small_to_stratify():
                       kind="tabular", source="test", digest="d")
     with pytest.raises(FittrackError, match="class 'b' has only 2 row\\(s\\)"):
         split(SplitConfig(), ds)
+
+
+def test_no_rows_is_named_as_such_not_blamed_on_the_fractions():
+    ds = data.Dataset(x=pd.DataFrame({"a": []}), y=np.array([]), target="t", task="regression",
+                      kind="tabular", source="/data/rows.csv", digest="d")
+    with pytest.raises(FittrackError, match="^'/data/rows.csv' has no rows to split$"):
+        split(SplitConfig(), ds)
+
+
+def test_mixed_column_reaches_the_split_parts_as_numbers_and_is_matched_for_reuse(tmp_path, tracking):
+    from pipelines.split_step import DataParams, find_split, run_split
+    from tracking.datasets import load_split
+
+    size = np.round(np.linspace(0, 1, 40), 3).astype(object)
+    size[[5, 17]] = ["abc", "n/a?"]
+    path = tmp_path / "mixed.csv"
+    pd.DataFrame({"size": size, "target": np.arange(40) % 2}).to_csv(path, index=False)
+    params = DataParams(data=str(path))
+    with pytest.warns(data.MixedColumnWarning):
+        run_id = run_split(params)
+    parts = load_split(run_id).parts
+    assert all(p.x["size"].dtype == np.float64 for p in parts.values())
+    assert sum(int(p.x["size"].isna().sum()) for p in parts.values()) == 2
+    assert tracking.client.get_run(run_id).data.params["mixed_columns"] == "numeric"
+    with pytest.warns(data.MixedColumnWarning):
+        assert find_split(params).info.run_id == run_id
+        assert find_split(DataParams(data=str(path), mixed_columns="categorical")) is None

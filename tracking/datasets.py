@@ -30,6 +30,7 @@ class SplitData:
     digest: str
     classes: list = field(default_factory=list)
     run_id: str | None = None
+    coerced: list = field(default_factory=list)  # numeric columns whose strings were read as missing
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -53,6 +54,7 @@ def log_split(data: SplitData) -> None:
         summary = {
             "target": data.target, "task": data.task, "kind": data.kind, "source": data.source,
             "digest": data.digest, "classes": [_plain(c) for c in data.classes], "sizes": data.sizes,
+            "coerced": list(data.coerced),
             "class_balance": (
                 {n: class_balance(p.y) for n, p in data.parts.items()} if data.task == "classification" else {}
             ),
@@ -73,7 +75,17 @@ def log_dataset_inputs(datasets: dict, summary: dict) -> None:
 
 def load_split(run_id: str) -> SplitData:
     """Download a split run's parts (steps pass data through artifacts, not imports)."""
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SPLIT_DIR)
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.errors import FittrackError
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SPLIT_DIR)
+    except (MlflowException, OSError) as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")) and not isinstance(exc, OSError):
+            raise
+        raise FittrackError(f"split run '{run_id}' not found, or it holds no split (a split run's {SPLIT_DIR}/ "
+                            f"artifacts)") from None
     with open(os.path.join(local, SUMMARY_FILE)) as f:
         summary = json.load(f)
     parts = {}
@@ -88,6 +100,7 @@ def load_split(run_id: str) -> SplitData:
     return SplitData(
         parts=parts, target=summary["target"], task=summary["task"], kind=summary["kind"],
         source=summary["source"], digest=summary["digest"], classes=summary["classes"], run_id=run_id,
+        coerced=summary.get("coerced", []),
     )
 
 

@@ -29,7 +29,20 @@ def prepare_features(x, meta: dict, preprocessor=None) -> np.ndarray:
     if not isinstance(x, pd.DataFrame):
         x = pd.DataFrame(np.asarray(x), columns=meta["columns"])
     x = categorical_as_strings(x[meta["columns"]], meta["categorical"])
+    x = numeric_as_numbers(x, [c for c in meta["columns"] if c not in meta["categorical"]])
     return np.asarray(preprocessor.transform(x), dtype="float32")
+
+
+def numeric_as_numbers(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Strings in a numeric column become missing values, imputed as in training: raw rows hold
+    them where the data was loaded with mixed_columns=numeric (`abc`, `n/a?`)."""
+    mixed = [c for c in columns if not pd.api.types.is_numeric_dtype(x[c])]
+    if not mixed:
+        return x
+    x = x.copy()
+    for column in mixed:
+        x[column] = pd.to_numeric(x[column], errors="coerce").astype("float64")
+    return x
 
 
 def categorical_as_strings(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -86,7 +99,10 @@ with warnings.catch_warnings():
 
             with open(context.artifacts["meta"]) as f:
                 self.meta = json.load(f)
-            self.network = mlflow.keras.load_model(context.artifacts[NETWORK_PATH])
+            # Predicting needs no compile: the training metrics' code (pipelines.metrics) is not
+            # among the model's code paths, and a serving environment lacks it.
+            self.network = mlflow.keras.load_model(context.artifacts[NETWORK_PATH],
+                                                   load_model_kwargs={"compile": False})
             path = context.artifacts.get("preprocessor")
             self.preprocessor = joblib.load(path) if path else None
 
@@ -117,7 +133,7 @@ def log_model(network, meta: dict, preprocessor, input_example, pip_requirements
             artifacts["preprocessor"] = os.path.join(tmp, "preprocessor.joblib")
             joblib.dump(preprocessor, artifacts["preprocessor"])
         predictions = decode_output(network.predict(features, verbose=0), meta)
-        info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements)
+        info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements, meta.get("coerced", []))
     return info.model_uri
 
 
@@ -132,15 +148,29 @@ def _add_input_example(model_dir: str, example) -> None:
     model.save(os.path.join(model_dir, "MLmodel"))
 
 
-def _log_pyfunc(artifacts, input_example, predictions, pip_requirements):
+def _log_pyfunc(artifacts, input_example, predictions, pip_requirements, coerced=()):
     from mlflow.models import infer_signature
 
+    signature = infer_signature(input_example, predictions)
+    if coerced:
+        signature = _accept_strings(signature, coerced)
     return mlflow.pyfunc.log_model(
         name=MODEL_PATH,
         python_model=os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_entry.py"),
         artifacts=artifacts,
         code_paths=[os.path.dirname(os.path.abspath(__file__))],
-        signature=infer_signature(input_example, predictions),
+        signature=signature,
         input_example=input_example,
         pip_requirements=pip_requirements,
     )
+
+
+def _accept_strings(signature, columns):
+    """Numeric columns that held strings in the source (`abc`, `n/a?`, read as missing) take them in
+    raw rows too: MLflow's schema check would refuse them before predict() could read them as missing."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), spec.name, required=False) if spec.name in columns else spec
+                     for spec in signature.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=signature.outputs)
