@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tomllib
 
+import click
 import yaml
 from click.testing import CliRunner
 
@@ -25,12 +26,19 @@ def test_conda_yaml_and_pyproject_name_the_same_dependencies():
 
 def test_mlproject_entry_points_match_the_cli():
     project = yaml.safe_load(_read("MLproject"))
-    assert {"main", "split", "baselines", "train", "tune", "register"} <= set(project["entry_points"])
+    assert {"main", "split", "baselines", "train", "tune", "register", "reproduce"} <= set(
+        project["entry_points"])
     for name, entry in project["entry_points"].items():
         command = cli.commands[name]
         options = {o.name: o for o in command.params}
         used = re.findall(r"--([a-z0-9-]+) \"?\{(\w+)\}", entry["command"])
-        assert {param for _, param in used} == set(entry["parameters"]), name
+        placeholders = re.findall(r"\{(\w+)\}", entry["command"])
+        assert set(placeholders) == set(entry["parameters"]), name
+        # A placeholder without its --flag is a click argument, in the command's order.
+        positional = [p for p in placeholders if p not in {param for _, param in used}]
+        assert positional == [p.name for p in command.params if isinstance(p, click.Argument)], name
+        for param in positional:
+            assert options[param].required == ("default" not in entry["parameters"][param]), (name, param)
         for flag, param in used:
             assert flag.replace("-", "_") == param, (name, flag)
             option = options[param]
