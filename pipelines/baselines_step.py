@@ -11,6 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from pipelines import baselines as baseline_models
+from pipelines.metrics import METRIC_AVERAGING_TAG, averaging
 from tracking import runs
 from tracking.datasets import load_split
 
@@ -18,13 +19,15 @@ STEP = "baselines"
 PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
 
 
-def run_baselines(split_run_id: str, seed: int, run_id: str | None = None) -> str:
-    """Fit and log the baselines of a split; return the baselines run's id."""
+def run_baselines(split_run_id: str, seed: int, nested: bool = False) -> str:
+    """Fit and log the baselines of a split; return the baselines run's id. `nested`: a new run
+    under the active one."""
     from pipelines import train as training
+    from pipelines.split_step import run_name
 
-    with runs.step_run(STEP, run_id=run_id, run_name="baselines") as run:
+    data = load_split(split_run_id)
+    with runs.step_run(STEP, run_name=run_name(STEP, data.source), nested=nested) as run:
         runs.log_params({"split_run_id": split_run_id, "seed": seed})
-        data = load_split(split_run_id)
         mlflow.set_tags({"fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest})
         prepared = training.prepare(data)
         # Baselines see what the network sees; pixels scaled to [0, 1] as the network's first layer does.
@@ -34,7 +37,8 @@ def run_baselines(split_run_id: str, seed: int, run_id: str | None = None) -> st
         for baseline in fitted:
             created = client.create_run(run.info.experiment_id, run_name=f"baseline-{baseline.name}", tags={
                 "mlflow.parentRunId": run.info.run_id, runs.STEP_TAG: "baseline",
-                "fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest})
+                "fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest,
+                METRIC_AVERAGING_TAG: averaging(data.task, data.classes)})
             for key, value in {"model": baseline.estimator, "baseline": baseline.name,
                                "split_run_id": split_run_id}.items():
                 client.log_param(created.info.run_id, key, value)
@@ -56,15 +60,12 @@ def find_baselines(split_run_id: str, seed: int):
                                   {runs.CODE_VERSION_TAG: runs.code_version()})
 
 
-def reuse_or_run_baselines(split_run_id: str, seed: int, experiment_id: str | None = None) -> tuple[str, bool]:
-    """Return (baselines run id, reused?) without touching any run the caller has open."""
+def reuse_or_run_baselines(split_run_id: str, seed: int) -> tuple[str, bool]:
+    """Return (baselines run id, reused?); new baselines are a run nested under the caller's active run."""
     found = find_baselines(split_run_id, seed)
     if found is not None:
         return found.info.run_id, True
-    # A fresh run id of our own: plain start_run() would join the caller's MLFLOW_RUN_ID.
-    experiment_id = experiment_id or runs._current_experiment_id()
-    created = MlflowClient().create_run(experiment_id, run_name="baselines")
-    return run_baselines(split_run_id, seed, run_id=created.info.run_id), False
+    return run_baselines(split_run_id, seed, nested=True), False
 
 
 def best_baseline(baselines_run_id: str, task: str) -> tuple[str, str, float]:

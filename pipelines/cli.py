@@ -23,8 +23,24 @@ for _message in (".*Integer columns in Python cannot represent missing values.*"
 
 from pipelines.errors import FittrackError
 
+_default_showwarning = warnings.showwarning
+_warned: set[str] = set()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """fittrack's own warnings as one line each, once: the data may be read twice in a run, and
+    MLflow resets Python's once-only warning memory in between."""
+    if not category.__module__.startswith(("pipelines.", "tracking.")):
+        return _default_showwarning(message, category, filename, lineno, file, line)
+    if str(message) not in _warned:
+        _warned.add(str(message))
+        click.echo(f"fittrack: warning: {message}", err=True)
+
+
+warnings.showwarning = _show_warning
+
 _DATA_DEFAULTS = dict(data="builtin:digits", target="target", task="auto", val_fraction=0.15,
-                      test_fraction=0.2, seed=42)
+                      test_fraction=0.2, seed=42, mixed_columns="numeric")
 
 
 class _Group(click.Group):
@@ -50,6 +66,11 @@ def data_options(f):
                      help="Share of rows held out for the one final test."),
         click.option("--seed", type=int, default=_DATA_DEFAULTS["seed"], show_default=True,
                      help="Seeds the split, the weights and the shuffling: same seed, same metrics."),
+        # Choices spelled out, not imported from pipelines.data: --help must not import pandas.
+        click.option("--mixed-columns", type=click.Choice(["numeric", "categorical", "error"]),
+                     default=_DATA_DEFAULTS["mixed_columns"], show_default=True,
+                     help="A column of numbers holding a few strings (abc, n/a?): numeric makes them missing "
+                          "values, categorical keeps every value as a category, error stops."),
     ]
     return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
 
@@ -125,6 +146,9 @@ def cli():
 
     Every step is an MLflow run; `mlflow ui` shows every epoch, checkpoint and model.
     """
+    from tracking import entry
+
+    entry.claim()
 
 
 @cli.command()
@@ -180,6 +204,21 @@ def train(split_run_id, quiet, init_model, freeze_epochs, fine_tune_learning_rat
                               fine_tune_learning_rate=fine_tune_learning_rate, head_init=head_init)
     run_train(data_params, config, split_run_id=split_run_id or None, verbose=0 if quiet else None,
               transfer=transfer, outage_timeout=outage_timeout, run_id=run_id or None)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--quiet", is_flag=True, help="No progress output from Keras.")
+def reproduce(run_id, quiet):
+    """Train a finished train run again from its record and compare every final metric.
+
+    Same params, same split run (its rows checked by digest, its data source too), same seed;
+    a changed code version is a warning. The new run is tagged fittrack.reproduces=RUN_ID.
+    """
+    from pipelines.reproduce_step import format_table, reproduce as run_reproduce
+
+    new_run_id, rows = run_reproduce(run_id, verbose=0 if quiet else None)
+    click.echo(format_table(run_id, new_run_id, rows))
 
 
 @cli.command()
@@ -239,11 +278,15 @@ def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, st
 @click.option("--experiment", default="", help="Pick the best train or tune run of this experiment "
               "(name or id; default: the current one).")
 @click.option("--model-name", default="", help="Registered model name (default: from the data, e.g. digits).")
-def register(metric, run_id, study, experiment, model_name):
-    """Register the best model; move the champion alias only if it wins on the same test rows."""
+@click.option("--promote-without-comparison", type=click.BOOL, default=False, show_default=True,
+              help="Make it champion even where no fair comparison exists (the champion was trained on other "
+                   "data, or on most of these test rows).")
+def register(metric, run_id, study, experiment, model_name, promote_without_comparison):
+    """Register the best model; move the champion alias only if it wins on test rows neither model saw."""
     from pipelines.register_step import run_register
 
-    done = run_register(metric=metric, run_id=run_id, study=study, experiment=experiment, model_name=model_name)
+    done = run_register(metric=metric, run_id=run_id, study=study, experiment=experiment, model_name=model_name,
+                        promote_without_comparison=promote_without_comparison)
     click.echo(f"fittrack: models:/{done['name']}/{done['version']} "
                f"({'champion' if done['promoted'] else 'challenger'})")
 
@@ -397,9 +440,9 @@ def main(argv=None) -> None:
 
 
 def _fail_mlflow_run(message: str) -> None:
-    from tracking import env
+    from tracking import entry
 
-    run_id = env.MLFLOW_RUN_ID.get()
+    run_id = entry.run_id()
     if run_id:
         from tracking.runs import fail_run
 

@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass
 import mlflow
 from mlflow import MlflowClient
 
-from pipelines import data as data_sources
 from pipelines.baselines_step import find_baselines
 from pipelines.errors import FittrackError
-from pipelines.split_step import DataParams, find_split
+from pipelines.split_step import DataParams, find_split, run_name
 from pipelines.train import TrainConfig
 from tracking import env, runs
 
@@ -73,7 +72,7 @@ def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelinePar
     manager = detect_env_manager() if env_manager == "auto" else env_manager
     uri = project_uri()
     data_strings = _as_strings(asdict(data_params))
-    with runs.step_run(STEP, run_name="main") as run:
+    with runs.step_run(STEP, run_name=run_name(STEP, data_params.data)) as run:
         runs.log_params({**asdict(data_params), **config.params(), **asdict(pipeline),
                          "resolved_env_manager": manager})
         found = find_split(data_params)
@@ -102,8 +101,7 @@ def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelinePar
             tune_params = {
                 **data_strings, "split_run_id": split_run_id, "n_trials": str(pipeline.n_trials),
                 "timeout": str(pipeline.tune_timeout), "metric": pipeline.metric, "epochs": str(pipeline.tune_epochs),
-                # One study per split: running main again on the same split carries the search on.
-                "study": f"{data_sources.data_name(data_params.data)}-{split_run_id[:8]}",
+                # No study: tune's default is one per split, so running main again on it carries the search on.
                 **{k: runs.param_string(getattr(config, k)) for k in ("model", "class_weight", "device")},
             }
             tune_run_id = _run_step(uri, "tune", tune_params, manager, run)
@@ -124,11 +122,11 @@ def _summarise(split_run_id, baselines_run_id, train_run_id, candidates, registe
     trained = client.get_run(train_run_id)
     name, version = registered.data.tags["registered_model"], registered.data.tags["registered_version"]
     champion = client.get_model_version_by_alias(name, "champion")
-    # The champion's score on this split's test rows, as register judged it.
+    # The champion's score on its own split's test rows, as register recorded it on the version (the
+    # comparison itself may have used fewer rows, or none when the champion came from other data).
     key = next(k for k in registered.data.metrics if k.startswith("challenger_test_"))
     score_name = key.removeprefix("challenger_")
-    promoted = registered.data.tags.get("promoted") == "true"
-    champion_score = registered.data.metrics[key if promoted else f"champion_{score_name}"]
+    champion_score = float(champion.tags[score_name])
     baseline_score = baselines.data.metrics[f"best_{score_name}"]
     mlflow.log_metrics({**{k: v for k, v in trained.data.metrics.items() if k.startswith("test_")},
                         f"champion_{score_name}": champion_score, f"baseline_{score_name}": baseline_score})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import mlflow
-from mlflow import MlflowClient
 
 from pipelines import data as data_sources
 from pipelines.split import SplitConfig, split
@@ -25,28 +24,33 @@ class DataParams:
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     seed: int = 42
+    mixed_columns: str = "numeric"
 
     @property
     def split_config(self) -> SplitConfig:
         return SplitConfig(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
+
+    def load(self) -> data_sources.Dataset:
+        """The data source as these parameters read it."""
+        return data_sources.load(self.data, self.target, self.task, self.mixed_columns)
 
     def match_params(self) -> dict:
         # The path itself is not matched: the data digest says whether the rows are the same.
         return {k: v for k, v in asdict(self).items() if k != "data"}
 
 
-def run_split(params: DataParams, run_id: str | None = None) -> str:
-    """Load, split and log; return the split run's id. `run_id` joins an existing run."""
+def run_split(params: DataParams, nested: bool = False) -> str:
+    """Load, split and log; return the split run's id. `nested`: a new run under the active one."""
     params.split_config.validate()
-    with runs.step_run(STEP, run_id=run_id, run_name="split") as run:
+    with runs.step_run(STEP, run_name=run_name(STEP, params.data), nested=nested) as run:
         runs.log_params(asdict(params))
-        dataset = data_sources.load(params.data, params.target, params.task)
+        dataset = params.load()
         mlflow.set_tags({runs.DATA_DIGEST_TAG: dataset.digest, "fittrack.task": dataset.task})
         parts = split(params.split_config, dataset)
         classes = sorted(set(dataset.y.tolist())) if dataset.task == "classification" else []
         result = SplitData(
             parts=parts, target=dataset.target, task=dataset.task, kind=dataset.kind,
-            source=dataset.source, digest=dataset.digest, classes=classes,
+            source=dataset.source, digest=dataset.digest, classes=classes, coerced=list(dataset.coerced),
         )
         runs.log_params({f"{name}_size": size for name, size in result.sizes.items()})
         log_split(result)
@@ -57,21 +61,22 @@ def find_split(params: DataParams, dataset: data_sources.Dataset | None = None):
     """A finished split run for the same parameters, data digest and code version, or None.
 
     `dataset` is the data already loaded by the caller, if it has it."""
-    dataset = dataset or data_sources.load(params.data, params.target, params.task)
+    dataset = dataset or params.load()
     return runs.find_finished_run(
         STEP, params.match_params(),
         {runs.DATA_DIGEST_TAG: dataset.digest, runs.CODE_VERSION_TAG: runs.code_version()},
     )
 
 
-def reuse_or_run_split(params: DataParams, experiment_id: str | None = None,
-                       dataset: data_sources.Dataset | None = None) -> tuple[str, bool]:
-    """Return (split run id, reused?) without touching any run the caller has open."""
+def reuse_or_run_split(params: DataParams, dataset: data_sources.Dataset | None = None) -> tuple[str, bool]:
+    """Return (split run id, reused?); a new split is a run nested under the caller's active run."""
     params.split_config.validate()
     found = find_split(params, dataset)
     if found is not None:
         return found.info.run_id, True
-    # A fresh run id of our own: plain start_run() would join the caller's MLFLOW_RUN_ID.
-    experiment_id = experiment_id or runs._current_experiment_id()
-    created = MlflowClient().create_run(experiment_id, run_name="split")
-    return run_split(params, run_id=created.info.run_id), False
+    return run_split(params, nested=True), False
+
+
+def run_name(step: str, data: str) -> str:
+    """Runs are named after their step and data (`train-digits`), so the UI's list reads."""
+    return f"{step}-{data_sources.data_name(data)}"

@@ -9,14 +9,13 @@ from importlib import metadata
 
 import mlflow
 
-from pipelines import data as data_sources
 from pipelines import train as training
 from pipelines import transfer as transfers
 from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
 from pipelines.errors import FittrackError
-from pipelines.split_step import DataParams, reuse_or_run_split
+from pipelines.split_step import DataParams, reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
-from tracking import env, outage, runs
+from tracking import entry, outage, runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
 
 STEP = "train"
@@ -28,30 +27,34 @@ _REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", 
 
 def run_train(data_params: DataParams, config: training.TrainConfig, split_run_id: str | None = None,
               run_id: str | None = None, verbose: int | None = None,
-              transfer: transfers.TransferConfig | None = None, outage_timeout: float = 300.0) -> str:
+              transfer: transfers.TransferConfig | None = None, outage_timeout: float = 300.0,
+              tags: dict | None = None) -> str:
     """Train and track one model (from `transfer.init_model` when given); return the train run's id.
 
     Against a tracking server, requests are retried for `outage_timeout` seconds while training
-    goes on; past that the run stops with the model and checkpoints kept on local disk."""
+    goes on; past that the run stops with the model and checkpoints kept on local disk. `tags` are
+    set on the run as it opens (e.g. `fittrack.reproduces`)."""
     config.validate()
     outage.ride_out(outage_timeout)
     data_params.split_config.validate()
     # Before any run opens: an unknown model, alias or run must not leave a split run behind.
     init = transfers.resolve(transfer)
-    if run_id and not env.MLFLOW_RUN_ID.get():
+    if run_id and not entry.run_id():
         _check_resumable(run_id)
+    dataset = None
     if not split_run_id:
-        # Check what depends on the data before a split run is made for a doomed training run.
-        dataset = data_sources.load(data_params.data, data_params.target, data_params.task)
+        # Check what depends on the data before any run opens for a doomed training run.
+        dataset = data_params.load()
         config.validate(dataset.task)
         training.resolve_model(config, dataset.kind)
-        # Before our own run opens: a new split run must be a run of its own.
-        split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
-        print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
-    baselines_run_id, reused = reuse_or_run_baselines(split_run_id, config.seed)
-    print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
-    with runs.step_run(STEP, run_id=run_id, run_name=None) as run:
+    with runs.step_run(STEP, run_id=run_id, run_name=run_name(STEP, data_params.data), tags=tags) as run:
         run_id = run.info.run_id
+        if not split_run_id:
+            # A split made here is a run nested under this one: this run keeps the work.
+            split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
+            print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
+        baselines_run_id, reused = reuse_or_run_baselines(split_run_id, config.seed)
+        print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
         mlflow.set_tag("fittrack.split_run_id", split_run_id)
         data = load_split(split_run_id)
         config.validate(data.task)
@@ -59,6 +62,10 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         device = training.configure_device(config)
         prepared = training.prepare(data)
         n_train = len(prepared.labels["train"])
+        if config.batch_size > n_train:
+            # Keras would run one short batch per epoch while the param said otherwise.
+            raise FittrackError(f"batch_size {config.batch_size} is above the {n_train} training rows of split "
+                                f"{split_run_id}; use a batch size of at most {n_train}")
         runs.log_params({
             **config.params(), **asdict(data_params), "split_run_id": split_run_id,
             "resolved_model": config.resolved_model,

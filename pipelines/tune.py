@@ -174,10 +174,13 @@ class Objective:
             self.client.set_tag(run_id, "optuna.state", "PRUNED")
             self.client.set_terminated(run_id, "KILLED")
             raise
-        except Exception as exc:
-            self.client.set_tag(run_id, runs.ERROR_TAG, f"{type(exc).__name__}: {exc}".splitlines()[0][:5000])
+        except (Exception, KeyboardInterrupt) as exc:
+            # Optuna fails the trial on either; its run ends with it (KILLED when interrupted).
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
+            self.client.set_tag(run_id, runs.ERROR_TAG, reason)
             self.client.set_tag(run_id, "optuna.state", "FAIL")
-            self.client.set_terminated(run_id, "FAILED")
+            self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
             raise
         finally:
             gc.collect()

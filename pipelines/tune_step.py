@@ -17,7 +17,7 @@ from pipelines import train as training
 from pipelines import tune as tuning
 from pipelines.errors import FittrackError
 from pipelines.search_space import load_space
-from pipelines.split_step import DataParams, reuse_or_run_split
+from pipelines.split_step import DataParams, reuse_or_run_split, run_name
 from tracking import env, runs
 from tracking.datasets import load_split
 from tracking.redact import mask_uri
@@ -68,8 +68,8 @@ def default_storage() -> str:
     return "sqlite:///optuna.db"
 
 
-def default_study(data: str, family: str) -> str:
-    return f"{data_sources.data_name(data)}-{family}"
+def default_study(data: str, family: str, split_run_id: str) -> str:
+    return f"{data_sources.data_name(data)}-{family}-{split_run_id[:8]}"
 
 
 def run_tune(data_params: DataParams, base: training.TrainConfig, params: TuneParams, split_run_id: str = "",
@@ -78,28 +78,34 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
     params.validate()
     base.validate()
     data_params.split_config.validate()
-    dataset = data_sources.load(data_params.data, data_params.target, data_params.task)
+    dataset = data_params.load()
     tuning.check_metric(params.metric, dataset.task)
     family = training.resolve_model(base, dataset.kind)
     space = load_space(params.search_space or None, family)
     tuning.check_space(space, base, dataset.task, dataset.kind)
     tuning.make_sampler(params.sampler, data_params.seed)
-    params.study = params.study or default_study(data_params.data, family)
     params.storage = params.storage or env.FITTRACK_OPTUNA_STORAGE.get() or default_storage()
     if parent_run_id:
         return _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index)
-    if not split_run_id:
-        split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
-        print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
-    with runs.step_run(STEP, run_name=f"tune-{params.study}") as run:
+    with runs.step_run(STEP, run_name=run_name(STEP, data_params.data)) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        if not split_run_id:
+            # A split made here is a run nested under this one: this run keeps the work.
+            split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
+            print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
+        # One study per split by default: trials judged on another split's validation rows never compete.
+        params.study = params.study or default_study(data_params.data, family, split_run_id)
         storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
                                       tuning.stale_trial_callback())
         runs.log_params({**asdict(data_params), **{k: v for k, v in base.params().items() if k != "monitor"},
                          **{k: v for k, v in asdict(params).items() if k != "storage"},
                          "storage": mask_uri(params.storage), "split_run_id": split_run_id})
-        mlflow.set_tags({"optuna.study_name": params.study, "fittrack.split_run_id": split_run_id,
-                         HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
+        # Tags as well as params: `mlflow run` logs its -P values (study '', storage '') before we start,
+        # and a param cannot change, so these say where the study lives whatever the params say.
+        mlflow.set_tags({"optuna.study_name": params.study, "optuna.storage": mask_uri(params.storage),
+                         "fittrack.split_run_id": split_run_id, HOST_TAG: socket.gethostname(),
+                         PID_TAG: str(os.getpid())})
+        print(f"fittrack: study '{params.study}' in {mask_uri(params.storage)}", file=sys.stderr)
         _end_orphaned_tune_runs(params.study, run_id, experiment_id)
         study = _study(params, storage, data_params.seed)
         children = [_start_worker(i, run_id, split_run_id, data_params, base, params)
@@ -143,6 +149,7 @@ def _alive(pid: int) -> bool:
 
 def _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index) -> str:
     """An extra local worker: joins the study and adds trials under the same parent run."""
+    _end_with_parent()
     storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
                                   tuning.stale_trial_callback())
     study = _study(params, storage, data_params.seed + worker_index)
@@ -151,6 +158,23 @@ def _worker(data_params, base, params, space, split_run_id, parent_run_id, worke
         objective = _objective(params, base, space, split_run_id, parent_run_id, experiment_id, workdir)
         _optimize(study, objective, params, show_progress=False)
     return parent_run_id
+
+
+def _end_with_parent(interval: float = 1.0) -> None:
+    """A worker whose tune process died (SIGKILL) must not train on unsupervised: when the parent
+    is gone, interrupt the main thread, so Optuna fails the running trial and its run ends KILLED."""
+    import _thread
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        print(f"fittrack: tune process {parent} is gone; this worker stops", file=sys.stderr)
+        _thread.interrupt_main()
+
+    threading.Thread(target=watch, name="fittrack-parent-watch", daemon=True).start()
 
 
 def _study(params: TuneParams, storage, seed: int):

@@ -40,6 +40,9 @@ def tracking(tmp_path, empty_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(name, raising=False)
+    from tracking import entry
+
+    entry.claim()  # no entry run left over from an earlier test's `mlflow run`-like invocation
     mlflow.set_tracking_uri(uri)
     artifacts = tmp_path / "artifacts"
     experiment_id = mlflow.MlflowClient().create_experiment("test", artifact_location=artifacts.as_uri())

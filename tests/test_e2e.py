@@ -17,14 +17,22 @@ FAST = ["-P", "epochs=3", "-P", "tensorboard=false", "-P", "n_trials=2", "-P", "
 def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
     done = mlflow_run(*FAST)
     assert done.returncode == 0, done.stderr[-3000:]
-    main = tracking.only_run("main")
-    split = tracking.only_run("split")
-    train = tracking.only_run("train")
-    steps = {step: tracking.only_run(step) for step in ("split", "baselines", "train", "tune", "register")}
+    (main,) = _entry_runs(tracking, "main")
+    steps = {step: _entry_runs(tracking, step) for step in ("split", "baselines", "train", "tune", "register")}
+    assert all(len(found) == 1 for found in steps.values()), {k: len(v) for k, v in steps.items()}
+    steps = {step: found[0] for step, found in steps.items()}
+    split, train = steps["split"], steps["train"]
     assert main.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in steps.values())
     assert all(r.data.tags["mlflow.parentRunId"] == main.info.run_id for r in steps.values())
-    assert train.data.params["split_run_id"] == split.info.run_id
-    assert steps["tune"].data.params["split_run_id"] == split.info.run_id
+    assert all(r.data.tags["fittrack.step"] == step for step, r in steps.items())
+    assert {r.data.tags["mlflow.runName"] for r in (main, *steps.values())} == {
+        "main-digits", "split-digits", "baselines-digits", "train-digits", "tune-digits", "register-digits"}
+    for step, run in steps.items():  # every step's run holds its work: metrics, child runs or artifacts
+        assert run.data.metrics or tracking.client.list_artifacts(run.info.run_id) or tracking.client.search_runs(
+            [tracking.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"), step
+    _assert_no_other_top_level_run(tracking, {main.info.run_id})
+    assert train.data.tags["fittrack.split_run_id"] == split.info.run_id
+    assert steps["tune"].data.tags["fittrack.split_run_id"] == split.info.run_id
     assert steps["baselines"].data.params["split_run_id"] == split.info.run_id
     assert main.data.metrics["test_accuracy"] == train.data.metrics["test_accuracy"]
     # Register chose between the train run and the tune run by validation loss.
@@ -60,13 +68,51 @@ def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
     assert len(tracking.runs("train")) == 2 and len(tracking.runs("register")) == 2
 
 
-def test_train_entry_point_alone_makes_its_split(tracking):
+def _entry_runs(tracking, entry_point):
+    """The runs `mlflow run` made for an entry point, found as a user finds them: by its tag."""
+    return tracking.client.search_runs(
+        [tracking.experiment_id], f"tags.`mlflow.project.entryPoint` = '{entry_point}'")
+
+
+def _assert_no_other_top_level_run(tracking, owners):
+    """Every run is an entry point's run or sits (at any depth) under one: nothing empty beside them."""
+    everything = {r.info.run_id: r for r in tracking.runs()}
+    for run in everything.values():
+        top = run
+        while "mlflow.parentRunId" in top.data.tags:
+            top = everything[top.data.tags["mlflow.parentRunId"]]
+        assert top.info.run_id in owners, (run.data.tags.get("mlflow.runName"), run.data.tags.get("fittrack.step"))
+
+
+def test_train_and_tune_entry_points_do_their_work_in_the_run_mlflow_made(tracking):
     done = mlflow_run("-e", "train", "-P", "data=builtin:iris", "-P", "epochs=2", "-P", "tensorboard=false")
     assert done.returncode == 0, done.stderr[-3000:]
-    train = tracking.only_run("train")
-    split = tracking.only_run("split")
-    assert train.data.params["split_run_id"] == split.info.run_id
-    assert "mlflow.parentRunId" not in split.data.tags
+    (train,) = _entry_runs(tracking, "train")
+    assert train.info.status == "FINISHED" and "mlflow.source.git.commit" in train.data.tags
+    assert train.data.tags["fittrack.step"] == "train" and train.data.tags["mlflow.runName"] == "train-iris"
+    assert sorted(m.step for m in tracking.client.get_metric_history(train.info.run_id, "val_loss")) == [0, 1]
+    assert "test_accuracy" in train.data.metrics and train.data.tags["fittrack.model_uri"]
+    # The split and the baselines it needed first are runs nested under it, not beside it.
+    split, baselines = tracking.only_run("split"), tracking.only_run("baselines")
+    assert split.data.tags["mlflow.parentRunId"] == train.info.run_id == baselines.data.tags["mlflow.parentRunId"]
+    assert train.data.tags["fittrack.split_run_id"] == split.info.run_id
+    assert split.data.tags["mlflow.runName"] == "split-iris"
+
+    # Another seed: tune makes its own split too, and keeps it, its trials and its report in its run.
+    done = mlflow_run("-e", "tune", "-P", "data=builtin:iris", "-P", "seed=3", "-P", "n_trials=2", "-P", "epochs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (tune,) = _entry_runs(tracking, "tune")
+    assert tune.info.status == "FINISHED" and tune.data.tags["mlflow.runName"] == "tune-iris"
+    trials = tracking.runs("trial")
+    assert len(trials) == 2 and all(t.data.tags["mlflow.parentRunId"] == tune.info.run_id for t in trials)
+    assert "best_value" in tune.data.metrics and "test_accuracy" in tune.data.metrics
+    tune_split = tracking.client.get_run(tune.data.tags["fittrack.split_run_id"])
+    assert tune_split.data.tags["mlflow.parentRunId"] == tune.info.run_id
+    # Where the study lives, though `mlflow run` logged the params study and storage as ''.
+    assert tune.data.tags["optuna.study_name"] == f"iris-mlp-{tune_split.info.run_id[:8]}"
+    assert tune.data.tags["optuna.storage"].startswith("sqlite:///") and tune.data.tags["optuna.storage"].endswith(
+        "optuna.db")
+    _assert_no_other_top_level_run(tracking, {train.info.run_id, tune.info.run_id})
 
 
 @pytest.mark.parametrize("args, message", [

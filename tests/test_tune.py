@@ -47,7 +47,8 @@ def test_small_study_tracks_every_trial(tracking):
     for run in trials:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert run.data.tags["optuna.study_name"] == "iris-mlp"
+        # The default study is scoped to the split: trials of another split never compete in it.
+        assert run.data.tags["optuna.study_name"] == f"iris-mlp-{parent.data.tags['fittrack.split_run_id'][:8]}"
         assert run.data.tags["optuna.state"] == "COMPLETE"
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert steps == list(range(int(run.data.metrics["epochs_run"])))
@@ -75,9 +76,15 @@ def test_small_study_tracks_every_trial(tracking):
 def test_running_again_resumes_the_study(tracking):
     _tune("--n-trials", "2", "--epochs", "2", "--pruner", "none")
     _tune("--n-trials", "3", "--epochs", "2", "--pruner", "none")
-    study = optuna.load_study(study_name="iris-mlp", storage=f"sqlite:///{tracking.folder}/optuna.db")
+    first, second = tracking.runs("tune")
+    name = second.data.tags["optuna.study_name"]
+    assert name == first.data.tags["optuna.study_name"]
+    study = optuna.load_study(study_name=name, storage=second.data.tags["optuna.storage"])
     assert len(study.trials) == 3
     assert len(_trials(tracking)) == 3
+    # Another split (another seed) is another study.
+    _tune("--n-trials", "1", "--epochs", "1", "--pruner", "none", "--seed", "5")
+    assert tracking.runs("tune")[-1].data.tags["optuna.study_name"] != name
 
 
 def test_hopeless_trial_is_pruned_and_its_run_killed(tracking, tmp_path):
@@ -144,7 +151,9 @@ def _assert_consistent(study, tracking, n_trials):
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) >= n_trials
     assert sorted(t.number for t in trials) == list(range(len(trials)))
-    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
+    # A worker stopped between asking for a trial and opening its run leaves a failed trial without one.
+    assert all(t.state == TrialState.FAIL for t in trials if "mlflow_run_id" not in t.user_attrs)
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs]
     assert len(set(run_ids)) == len(run_ids)
     assert {r.info.run_id for r in _trials(tracking)} == set(run_ids)
     assert tracking.runs(status="RUNNING") == []
@@ -189,14 +198,36 @@ def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking,
     _assert_consistent(study, tracking, 6)
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc; the test machines are Linux)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has ended
+    except OSError:
+        return True
+
+
 @pytest.mark.e2e
-def test_a_killed_single_process_on_sqlite_resumes_and_completes(tracking, tmp_path):
+def test_a_killed_tune_process_on_sqlite_stops_its_worker_then_resumes_and_completes(tracking, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:iris",
                "--n-trials", "3", "--epochs", "6", "--storage", storage, "--study", "solo",
                "--heartbeat-interval", "1", "--grace-period", "3", "--pruner", "none"]
-    first = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    victim, deadline = None, time.monotonic() + 180
+    first = subprocess.Popen([*command, "--workers", "2"], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim, workers, deadline = None, [], time.monotonic() + 180
     while victim is None and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.5)
         try:
@@ -204,11 +235,18 @@ def test_a_killed_single_process_on_sqlite_resumes_and_completes(tracking, tmp_p
                 deepcopy=False, states=(TrialState.RUNNING,))
         except KeyError:
             continue
-        if running and running[0].user_attrs.get("mlflow_run_id"):
-            victim = running[0]
+        mine = [t for t in running if t.user_attrs.get("pid") == first.pid and t.user_attrs.get("mlflow_run_id")]
+        workers = _children(first.pid)
+        if mine and workers:
+            victim = mine[0]
             first.send_signal(signal.SIGKILL)
     first.wait()
     assert victim is not None, "no trial was seen running"
+    # The worker notices its parent is gone and stops instead of training on unsupervised.
+    deadline = time.monotonic() + 30
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert all(_gone(pid) for pid in workers), f"worker(s) {workers} still running after the tune process died"
     time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
     again = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]

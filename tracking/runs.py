@@ -10,7 +10,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from pipelines.errors import FittrackError
-from tracking import env
+from tracking import entry, env
 
 STEP_TAG = "fittrack.step"
 CODE_VERSION_TAG = "fittrack.code_version"
@@ -18,7 +18,6 @@ DATA_DIGEST_TAG = "fittrack.data_digest"
 ERROR_TAG = "error"
 
 _PACKAGES = ("pipelines", "tracking")
-
 
 def code_version() -> str:
     """A digest of fittrack's own source, so reuse notices uncommitted changes too."""
@@ -32,13 +31,25 @@ def code_version() -> str:
 
 
 @contextlib.contextmanager
-def step_run(step: str, run_id: str | None = None, run_name: str | None = None, tags: dict | None = None):
-    """Open the run for a step (joining the one `mlflow run` made, if any).
+def step_run(step: str, run_id: str | None = None, run_name: str | None = None, tags: dict | None = None,
+             nested: bool = False):
+    """Open the run for a step: the one `mlflow run` made for this process, if any (or `run_id`).
 
+    With `nested`, a new run under the active one: a step that another step needs first (a
+    split, baselines) goes there, so the entry point's own run keeps its work.
     A FittrackError ends the run FAILED with the message in its `error` tag; so does any
     other exception (then with its type); Ctrl-C ends it KILLED.
     """
-    run = mlflow.start_run(run_id=run_id, run_name=run_name)
+    parent = mlflow.active_run() if nested else None
+    if parent is not None:
+        # An explicit new id: start_run() without one would join a leftover MLFLOW_RUN_ID.
+        run_id = MlflowClient().create_run(parent.info.experiment_id, run_name=run_name, tags={
+            "mlflow.parentRunId": parent.info.run_id}).info.run_id
+    elif run_id is None:
+        run_id = entry.join()
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=parent is not None)
+    if run_name:
+        tags = {"mlflow.runName": run_name, **(tags or {})}
     mlflow.set_tags({STEP_TAG: step, CODE_VERSION_TAG: code_version(), **(tags or {})})
     try:
         yield run
