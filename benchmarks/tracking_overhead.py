@@ -1,7 +1,8 @@
 """What fittrack's tracking costs a Keras fit, next to a plain fit and mlflow.keras.autolog.
 
 The same CNN on builtin:digits is fitted plainly, with fittrack's tracking callbacks (every
-epoch's metrics, asynchronously, and the best checkpoint as it improves) and with MLflow's
+epoch's metrics, asynchronously, the best checkpoint as it improves, the training sample's
+inference-mode loss and the NaN guard) and with MLflow's
 autologging, in turn, several rounds, into a throwaway SQLite store. Prints each variant's
 median fit seconds and the ratios; the last line is `fittrack/plain median ratio: R`.
 
@@ -35,7 +36,9 @@ def main():
     from pipelines.models import build_model, compile_model
     from pipelines.split import SplitConfig, split
     from pipelines.train import TrainConfig
-    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger
+    from pipelines.tracked_fit import TRAIN_EVAL_ROWS
+    from tracking.callbacks import (BestCheckpointLogger, MlflowMetricsLogger, TerminateOnNaN, TrainEvaluation,
+                                    training_sample)
     from tracking.models import encode_target
 
     workdir = tempfile.mkdtemp(prefix="fittrack-bench-")
@@ -69,7 +72,10 @@ def main():
         with mlflow.start_run() as run:
             checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(workdir, "best.keras"), monitor="val_loss",
                                                          mode="min", save_best_only=True)
-            callbacks = [checkpoint, BestCheckpointLogger(checkpoint, run.info.run_id, "min"),
+            sample = training_sample(len(x), TRAIN_EVAL_ROWS, 0)
+            # As fit_tracked arranges them: the inference-mode training loss first, NaN guard, loggers.
+            callbacks = [TrainEvaluation(x[sample], y[sample]), checkpoint,
+                         BestCheckpointLogger(checkpoint, run.info.run_id, "min"), TerminateOnNaN(),
                          MlflowMetricsLogger(run.info.run_id, len(x))]
             return fit(model, callbacks)
 

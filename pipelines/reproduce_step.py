@@ -59,7 +59,8 @@ def plan(run_id: str, client=None) -> Recipe:
     config = parse_config(TrainConfig, params, run_id, warnings)
     transfer = _transfer(params, tags, run_id, warnings)
     outage_timeout = _outage_timeout(params, run_id)
-    split_run_id = params.get("split_run_id") or tags.get("fittrack.split_run_id")
+    # The tag is the split the run trained on; the param is what was asked (empty: made or reused one).
+    split_run_id = tags.get("fittrack.split_run_id") or logged_value(params.get("split_run_id", ""))
     if not split_run_id:
         raise FittrackError(f"run '{run_id}' records no split_run_id; cannot reproduce its split")
     _check_split(client, run, split_run_id)
@@ -103,11 +104,16 @@ def parse_config(cls, params: dict, run_id: str, warnings: list[str]):
         if f.name not in params:
             missing.append(f.name)
             continue
-        values[f.name] = _parse(params[f.name], hints[f.name], f.name, run_id)
+        values[f.name] = _parse(logged_value(params[f.name]), hints[f.name], f.name, run_id)
     if missing:
         defaults = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(cls) if f.name in missing)
         warnings.append(f"run {run_id} logged no {', '.join(missing)}; using the default ({defaults})")
     return cls(**values)
+
+
+def logged_value(text: str) -> str:
+    """A param as the command got it: `mlflow run` logs an empty -P value as the shell quote `''`."""
+    return "" if text == "''" else text
 
 
 def _default(f: dataclasses.Field):
@@ -182,7 +188,7 @@ def _finished_train_run(client, run_id: str):
 
 
 def _transfer(params: dict, tags: dict, run_id: str, warnings: list[str]) -> TransferConfig | None:
-    if not params.get("init_model", "").strip():
+    if not logged_value(params.get("init_model", "")).strip():
         return None
     transfer = parse_config(TransferConfig, params, run_id, warnings)
     name, version = tags.get("fittrack.init_model_name"), tags.get("fittrack.init_model_version")

@@ -39,8 +39,9 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
     data_params.split_config.validate()
     # Before any run opens: an unknown model, alias or run must not leave a split run behind.
     init = transfers.resolve(transfer)
-    if run_id and not entry.run_id():
-        _check_resumable(run_id)
+    if run_id:
+        # Going on with a run means going on with its split, whatever a new split would be now.
+        split_run_id = split_run_id or _check_resumable(run_id, started_by_mlflow_run=bool(entry.run_id()))
     dataset = None
     if not split_run_id:
         # Check what depends on the data before any run opens for a doomed training run.
@@ -85,17 +86,21 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
     return run_id
 
 
-def _check_resumable(run_id: str) -> None:
+def _check_resumable(run_id: str, started_by_mlflow_run: bool = False) -> str | None:
+    """The split run a train run to resume trained on (None if it died before choosing one).
+    `mlflow run --run-id` reopened the run already, so its state is not checked then."""
     from mlflow import MlflowClient
 
     try:
         run = MlflowClient().get_run(run_id)
     except Exception:
         raise FittrackError(f"run '{run_id}' not found in the tracking store") from None
-    if run.data.tags.get(runs.STEP_TAG) != STEP:
-        raise FittrackError(f"run '{run_id}' is not a train run; only a train run can be resumed")
-    if run.info.status == "FINISHED":
-        raise FittrackError(f"run '{run_id}' already finished; resume a run that crashed or was killed")
+    if not started_by_mlflow_run:
+        if run.data.tags.get(runs.STEP_TAG) != STEP:
+            raise FittrackError(f"run '{run_id}' is not a train run; only a train run can be resumed")
+        if run.info.status == "FINISHED":
+            raise FittrackError(f"run '{run_id}' already finished; resume a run that crashed or was killed")
+    return run.data.tags.get("fittrack.split_run_id")
 
 
 def _fit_and_log(config, prepared, run_id, verbose, transfer=None):

@@ -96,6 +96,13 @@ def test_params_are_parsed_back_with_the_field_types():
     assert warnings == [f"run r1 logged no patience; using the default (patience={TrainConfig().patience})"]
 
 
+def test_empty_values_as_mlflow_run_logs_them_are_empty():
+    from pipelines.reproduce_step import _transfer
+
+    # `mlflow run` logs an empty -P value (split_run_id, init_model) as the shell quote ''.
+    assert _transfer({"init_model": "''", "freeze_epochs": "3"}, {}, "r1", []) is None
+
+
 def test_a_changed_code_version_or_commit_is_a_warning_each():
     tags = {GIT_COMMIT_TAG: "c1", CODE_VERSION_TAG: "v1"}
     assert code_warnings(tags, "r1", "v1", "c1") == []

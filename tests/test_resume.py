@@ -47,12 +47,17 @@ def test_a_killed_run_resumes_from_its_last_epoch(tracking):
     backup = tracking.folder / ".fittrack" / "resume" / run_id
     assert (backup / "metrics.jsonl").exists() and (backup / "keras").is_dir()
 
+    # A split that could not be reused now (made by other code) is still the one the run goes on with.
+    split_run_id = client.get_run(run_id).data.tags["fittrack.split_run_id"]
+    client.set_tag(split_run_id, "fittrack.code_version", "older")
     again = _train_process(tracking, "--run-id", run_id)
     output = again.communicate(timeout=600)[0]
     assert again.returncode == 0, output[-3000:]
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and len(tracking.runs("train")) == 1
+    assert run.data.tags["fittrack.split_run_id"] == split_run_id and len(tracking.runs("split")) == 1
+    assert tracking.client.get_run(split_run_id).data.tags["mlflow.parentRunId"] == run_id
     for name in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "train_eval_loss"):
         assert _steps(client, run_id, name) == list(range(EPOCHS)), name
     assert run.data.metrics["epochs_run"] == EPOCHS
