@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -56,6 +58,12 @@ def test_train_run_holds_everything(tracking):
     assert run.data.tags["diagnosis"] in LABELS
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "plots", "tensorboard", "network"} <= artifacts
+    # The Keras flavor loads in a process that never imported fittrack (no custom metric classes).
+    code = ("import sys, mlflow, numpy as np; m = mlflow.keras.load_model(sys.argv[1]); "
+            "print(m.predict(np.zeros((2, 30), 'float32'), verbose=0).shape, 'pipelines.metrics' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code, f"runs:/{run.info.run_id}/network"], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": tracking.uri})
+    assert loaded.stdout.strip() == "(2, 1) False", loaded.stderr[-2000:]
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
     # The three parts are the run's dataset inputs.

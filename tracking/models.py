@@ -116,6 +116,7 @@ def log_model(network, meta: dict, preprocessor, input_example, pip_requirements
     import joblib
     from mlflow.models import infer_signature
 
+    network = _uncompiled(network)
     with tempfile.TemporaryDirectory() as tmp:
         network_dir = os.path.join(tmp, NETWORK_PATH)
         features = prepare_features(input_example, meta, preprocessor)
@@ -135,6 +136,16 @@ def log_model(network, meta: dict, preprocessor, input_example, pip_requirements
         predictions = decode_output(network.predict(features, verbose=0), meta)
         info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements, meta.get("coerced", []))
     return info.model_uri
+
+
+def _uncompiled(network):
+    """The same layers and weights without the training configuration: a compiled model saves its
+    metrics, fittrack's own classes (pipelines.metrics), which a process without fittrack cannot
+    load, and a served or fine-tuned network needs none of it."""
+    # Not keras.models.clone_model: it compiles the copy as the original was.
+    copy = type(network).from_config(network.get_config())
+    copy.set_weights(network.get_weights())
+    return copy
 
 
 def _add_input_example(model_dir: str, example) -> None:
