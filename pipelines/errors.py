@@ -1,9 +1,5 @@
-"""The one exception type that means "the user's input is wrong"."""
+"""FittrackError for the steps: it lives in tracking/, which knows nothing of the steps."""
 
+from tracking.errors import FittrackError
 
-class FittrackError(Exception):
-    """A mistake in input, reported as one line naming the bad value.
-
-    The CLI turns it into a non-zero exit without a traceback and marks the
-    MLflow run FAILED with the message in its `error` tag.
-    """
+__all__ = ["FittrackError"]

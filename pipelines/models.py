@@ -98,21 +98,6 @@ def make_optimizer(config):
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 
 
-def metric_names(task: str) -> tuple[str, ...]:
-    """Keras's names for the metrics a task logs (validation adds `val_`)."""
-    if task == "regression":
-        return ("loss", "mse", "mae", "r2_score")
-    return ("loss", "accuracy", "precision", "recall", "f1_score", "auc")
-
-
-# Metrics where bigger is better; the rest (loss, mse, mae) are minimised.
-MAXIMISED = {"accuracy", "precision", "recall", "f1_score", "auc", "r2_score"}
-
-
-def mode_of(monitor: str) -> str:
-    return "max" if monitor.removeprefix("val_").removeprefix("test_") in MAXIMISED else "min"
-
-
 def make_metrics(task: str, n_classes: int):
     """Per-epoch metrics as scikit-learn defines them (pipelines.metrics)."""
     from pipelines.metrics import keras_metrics

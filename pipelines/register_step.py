@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import data as data_sources
 from pipelines.errors import FittrackError
-from pipelines.models import mode_of
+from tracking.metric_names import mode_of
 from tracking import env, runs
 from tracking.datasets import load_split
 

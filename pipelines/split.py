@@ -9,8 +9,7 @@ import pandas as pd
 
 from pipelines.data import Dataset
 from pipelines.errors import FittrackError
-
-PARTS = ("train", "val", "test")
+from tracking.parts import PARTS, Part
 
 
 @dataclass
@@ -30,15 +29,6 @@ class SplitConfig:
                 f"val_fraction + test_fraction must be below 1 to leave training rows, "
                 f"got {self.val_fraction} + {self.test_fraction} = {total:g}"
             )
-
-
-@dataclass
-class Part:
-    x: pd.DataFrame | np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
 
 
 def split(config: SplitConfig, data: Dataset) -> dict[str, Part]:
@@ -100,8 +90,3 @@ def _take(data: Dataset, idx: np.ndarray) -> Part:
     idx = np.sort(idx)
     x = data.x.iloc[idx].reset_index(drop=True) if isinstance(data.x, pd.DataFrame) else data.x[idx]
     return Part(x=x, y=data.y[idx])
-
-
-def class_balance(y: np.ndarray) -> dict[str, int]:
-    labels, counts = np.unique(y, return_counts=True)
-    return {str(label): int(count) for label, count in zip(labels, counts)}

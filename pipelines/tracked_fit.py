@@ -21,7 +21,7 @@ from pipelines import baselines as baseline_models
 from pipelines import metrics as fit_metrics
 from pipelines import train as training
 from pipelines.errors import FittrackError
-from pipelines.models import mode_of
+from tracking.metric_names import mode_of
 
 #: Rows of the training split evaluated in inference mode at each epoch's end (`train_eval_loss`),
 #: the training side of the diagnosis: about a validation split's worth, a fraction of an epoch.

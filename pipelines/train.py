@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from pipelines.errors import FittrackError
-from pipelines.models import MODELS, OPTIMIZERS, metric_names, mode_of
+from pipelines.models import MODELS, OPTIMIZERS
+from tracking.metric_names import metric_names, mode_of
 
 CLASS_WEIGHTS = ("none", "balanced")
 DEVICES = ("auto", "cpu", "gpu")

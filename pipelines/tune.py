@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from pipelines import train as training
 from pipelines.errors import FittrackError
-from pipelines.models import MAXIMISED, metric_names, mode_of
+from tracking.metric_names import MAXIMISED, metric_names, mode_of
 from tracking import runs
 from tracking.redact import mask_uri
 

@@ -4,7 +4,8 @@ import pytest
 
 from pipelines import data
 from pipelines.errors import FittrackError
-from pipelines.split import SplitConfig, class_balance, split
+from pipelines.split import SplitConfig, split
+from tracking.parts import class_balance
 
 
 def test_split_is_stratified_disjoint_and_seeded():

@@ -13,8 +13,8 @@ import math
 import os
 from dataclasses import dataclass
 
-from pipelines.errors import FittrackError
-from pipelines.models import mode_of
+from tracking.errors import FittrackError
+from tracking.metric_names import mode_of
 
 __all__ = ["FORMATS", "Entry", "compare", "leaderboard", "plot_curves", "render", "rows", "select_runs"]
 

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines.split import PARTS, Part, class_balance
+from tracking.parts import PARTS, Part, class_balance
 
 SPLIT_DIR = "split"
 SUMMARY_FILE = "summary.json"
@@ -77,7 +77,7 @@ def load_split(run_id: str) -> SplitData:
     """Download a split run's parts (steps pass data through artifacts, not imports)."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines.errors import FittrackError
+    from tracking.errors import FittrackError
 
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SPLIT_DIR)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from pipelines.errors import FittrackError
+from tracking.errors import FittrackError
 
 #: MLflow caps its retries at 10 (`_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT`): with waits doubling
 #: from 2 s to 120 s that is at most this many seconds.

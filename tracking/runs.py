@@ -9,7 +9,7 @@ import pathlib
 import mlflow
 from mlflow import MlflowClient
 
-from pipelines.errors import FittrackError
+from tracking.errors import FittrackError
 from tracking import entry, env
 
 STEP_TAG = "fittrack.step"

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 
-from pipelines.errors import FittrackError
+from tracking.errors import FittrackError
 from tracking import env
 from tracking.redact import mask_uri
 
