@@ -24,8 +24,8 @@ def code_version() -> str:
     root = pathlib.Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for package in _PACKAGES:
-        for path in sorted((root / package).glob("*.py")):
-            h.update(path.name.encode())
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
