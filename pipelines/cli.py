@@ -21,7 +21,9 @@ for _message in (".*Integer columns in Python cannot represent missing values.*"
                  ".*is experimental.*", ".*experimental feature.*"):
     warnings.filterwarnings("ignore", message=_message)
 
+from pipelines.compare_command import compare
 from pipelines.errors import FittrackError
+from pipelines.server_command import server
 
 _default_showwarning = warnings.showwarning
 _warned: set[str] = set()
@@ -235,8 +237,8 @@ def reproduce(run_id, quiet):
               show_default=True, help="auto: from the metric (loss, mse, mae minimised; the rest maximised).")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes or gp (gp needs torch).")
 @click.option("--pruner", default="median", show_default=True, help="median, hyperband or none.")
-@click.option("--study", default="", help="Study name (default: DATA-MODEL, e.g. digits-cnn); the same name "
-              "resumes the study.")
+@click.option("--study", default="", help="Study name (default: DATA-MODEL-SPLIT, e.g. digits-cnn-1a2b3c4d: one "
+              "study per split); the same name resumes the study.")
 @click.option("--storage", default="", help="Optuna storage URL, e.g. postgresql://user@host/db "
               "(default: $FITTRACK_OPTUNA_STORAGE, else optuna.db beside the MLflow SQLite store). Put a URL "
               "with a password in FITTRACK_OPTUNA_STORAGE: `mlflow run` logs -P values as params.")
@@ -291,112 +293,6 @@ def register(metric, run_id, study, experiment, model_name, promote_without_comp
                f"({'champion' if done['promoted'] else 'challenger'})")
 
 
-@cli.command()
-@click.option("--metric", default="val_loss", show_default=True,
-              help="Validation metric that ranks the runs by their best epoch (loss, mse, mae minimised; the rest "
-                   "maximised), e.g. val_loss, val_accuracy, val_auc.")
-@click.option("--experiment", default="", help="Compare this experiment's train and trial runs (name or id; "
-              "default: the current one).")
-@click.option("--study", default="", help="Only the trial runs of this Optuna study.")
-@click.option("--filter", "filter_string", default="",
-              help="MLflow search filter that narrows the runs, e.g. \"params.optimizer = 'adam'\".")
-@click.option("--run-id", "run_ids", multiple=True, help="Compare these runs (repeatable); instead of the options "
-              "above.")
-@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
-@click.option("--output", default="", help="Write the leaderboard to this file instead of standard output.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the best N runs.")
-@click.option("--plot", default="", help="Also draw the runs' validation curves by epoch into this PNG file.")
-def compare(metric, experiment, study, filter_string, run_ids, output_format, output, limit, plot):
-    """Leaderboard of train and trial runs by a validation metric: params, best epoch, test score, diagnosis."""
-    from tracking.compare import compare as compare_runs
-
-    text = compare_runs(metric=metric, experiment=experiment, study=study, filter_string=filter_string,
-                        run_ids=run_ids, output_format=output_format, output=output, limit=limit, plot=plot)
-    if not output:
-        click.echo(text, nl=False)
-    for path in (output, plot):
-        if path:
-            click.echo(f"fittrack: wrote {path}", err=True)
-
-
-@cli.group()
-def server():
-    """Run an MLflow tracking server for fittrack's runs: start, status, stop."""
-
-
-_state_dir_option = click.option("--state-dir", default=".fittrack", show_default=True,
-                                 help="Where start records the server (server.json), its log and auth files.")
-
-
-@server.command(name="start")
-@click.option("--profile", type=click.Choice(["local", "team"]), default="local", show_default=True,
-              help="local: SQLite, ./mlartifacts, loopback, no auth. team: PostgreSQL, several workers, "
-                   "basic-auth with the admin password from FITTRACK_ADMIN_PASSWORD.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to bind (team only may use 0.0.0.0; set --allowed-hosts then).")
-@click.option("--port", type=int, default=5000, show_default=True)
-@click.option("--backend-store-uri", envvar="MLFLOW_BACKEND_STORE_URI", default="",
-              help="local: default sqlite:///mlflow.db here. team: required, postgresql://USER@HOST/DB "
-                   "(or MLFLOW_BACKEND_STORE_URI).")
-@click.option("--artifacts-destination", default="mlartifacts", show_default=True,
-              help="Where the server stores the artifacts it serves (a folder or e.g. s3://bucket).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Server worker processes "
-              "(default: 1 for local, 4 for team).")
-@click.option("--allowed-hosts", default="", help="Host headers the server answers, comma-separated "
-              "(default: HOST:PORT, localhost:PORT, 127.0.0.1:PORT).")
-@click.option("--cors-allowed-origins", default="", help="Browser origins allowed to call the API "
-              "(default: MLflow's, localhost origins).")
-@click.option("--admin-username", default="admin", show_default=True, help="team: the basic-auth admin user.")
-@click.option("--default-permission", type=click.Choice(["NO_PERMISSIONS", "READ"]), default="NO_PERMISSIONS",
-              show_default=True, help="team: what users may do on experiments and models nobody granted them.")
-@click.option("--auth-database-uri", default="", help="team: the basic-auth user database (default: SQLite in "
-              "--state-dir).")
-@_state_dir_option
-def server_start(workers, **kwargs):
-    """Start `mlflow server` in the background and wait until it answers."""
-    from tracking.server import ServerConfig, start
-
-    state = start(ServerConfig(workers=workers or 0, **kwargs))
-    click.echo(f"fittrack: tracking server running at {state['url']} (pid {state['pid']}, profile "
-               f"{state['profile']}, backend {state['backend_store_uri']})")
-    click.echo(f"export MLFLOW_TRACKING_URI={state['url']}")
-
-
-@server.command(name="status")
-@_state_dir_option
-def server_status(state_dir):
-    """Whether the server start started answers, and where it keeps runs (exit 1 if it does not answer)."""
-    from tracking.server import describe, status
-
-    state = status(state_dir)
-    if "pid" not in state:
-        click.echo(f"fittrack: no tracking server started here ({state['state_file']} does not exist)")
-        sys.exit(1)
-    if state["healthy"]:
-        click.echo(f"fittrack: tracking server running at {describe(state)}")
-        return
-    condition = "not answering /health" if state["running"] else "not running (its process is gone)"
-    click.echo(f"fittrack: tracking server {condition}: {describe(state)}")
-    sys.exit(1)
-
-
-@server.command(name="stop")
-@_state_dir_option
-def server_stop(state_dir):
-    """Stop the server start started (its whole process group); nothing to stop is not an error."""
-    from tracking.server import stop
-
-    stopped = stop(state_dir)
-    if stopped is None:
-        click.echo("fittrack: no tracking server to stop")
-    elif stopped["was_running"]:
-        click.echo(f"fittrack: stopped the tracking server at {stopped['url']} (pid {stopped['pid']})")
-    else:
-        click.echo(f"fittrack: the tracking server at {stopped['url']} was not running (pid {stopped['pid']} "
-                   f"gone); forgot it")
-
-
 @cli.command(name="main")
 @data_options
 @train_options
@@ -421,6 +317,10 @@ def main_command(n_trials, tune_epochs, tune_timeout, metric, model_name, env_ma
     done = run_main(data_params, _train_config(kwargs, data_params.seed), pipeline, env_manager=env_manager)
     click.echo(f"fittrack: models:/{done['model_name']}@champion is version {done['champion_version']} "
                f"(this run registered version {done['version']})")
+
+
+cli.add_command(compare)
+cli.add_command(server)
 
 
 def main(argv=None) -> None:
