@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from pipelines import baselines as baseline_models
+from pipelines import fit as fitting
 from pipelines import metrics as fit_metrics
 from pipelines import train as training
 from pipelines.errors import FittrackError
@@ -64,7 +65,7 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
                    fit_metrics.averaging(prepared.meta["task"], prepared.meta["classes"]))
-    callbacks, checkpoint = training.keras_callbacks(config, workdir)
+    callbacks, checkpoint = fitting.keras_callbacks(config, workdir)
     best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
     callbacks.insert(1, best_logger)
     if transfer is not None:
@@ -90,7 +91,7 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
-        model, _ = training.fit(config, prepared, callbacks, verbose=verbosity(verbose), transfer=transfer)
+        model, _ = fitting.fit(config, prepared, callbacks, verbose=verbosity(verbose), transfer=transfer)
     except BaseException as exc:
         # Keras skips on_train_end when fit raises: publish the epochs and the best one so far anyway.
         metrics_logger.on_train_end()

@@ -9,10 +9,13 @@ from importlib import metadata
 
 import mlflow
 
+from pipelines import fit as fitting
 from pipelines import train as training
 from pipelines import transfer as transfers
 from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
+from pipelines.device import configure_device
 from pipelines.errors import FittrackError
+from pipelines.evaluate import evaluate_test
 from pipelines.split_step import DataParams, reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
 from tracking import entry, outage, runs
@@ -60,7 +63,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         data = load_split(split_run_id)
         config.validate(data.task)
         config.resolved_model = training.resolve_model(config, data.kind)
-        device = training.configure_device(config)
+        device = configure_device(config)
         prepared = training.prepare(data)
         n_train = len(prepared.labels["train"])
         if config.batch_size > n_train:
@@ -70,7 +73,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         runs.log_params({
             **config.params(), **asdict(data_params), "split_run_id": split_run_id,
             "resolved_model": config.resolved_model,
-            "iterations_per_epoch": training.iterations_per_epoch(n_train, config.batch_size),
+            "iterations_per_epoch": fitting.iterations_per_epoch(n_train, config.batch_size),
             **{f"{name}_size": size for name, size in data.sizes.items()},
             **(init.params(config.learning_rate) if init else {}),
         })
@@ -127,7 +130,7 @@ def _fit_and_log(config, prepared, run_id, verbose, transfer=None):
 def _evaluate_and_log(outcome, prepared, workdir, task) -> dict:
     from tracking import evaluation
 
-    test_metrics, predicted = training.evaluate_test(outcome.model, prepared)
+    test_metrics, predicted = evaluate_test(outcome.model, prepared)
     mlflow.log_metrics(test_metrics)
     plots = evaluation.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
                                   predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))

@@ -8,8 +8,8 @@ import warnings
 
 import mlflow
 
-from pipelines import train as training
 from pipelines.errors import FittrackError
+from pipelines.evaluate import evaluate_test
 from pipelines.tune import RUN_ID_ATTR
 
 
@@ -44,7 +44,7 @@ def _evaluate_best(best_run_id: str, prepared) -> dict:
     register_keras_metrics()  # the checkpoint is compiled with them; evaluate_test needs its loss
     local = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras")
     model = keras.models.load_model(local)
-    test_metrics, _ = training.evaluate_test(model, prepared)
+    test_metrics, _ = evaluate_test(model, prepared)
     mlflow.log_metrics(test_metrics)
     log_trained_model(model, prepared)
     return test_metrics

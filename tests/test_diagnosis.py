@@ -252,6 +252,7 @@ def test_the_default_digits_cnn_is_not_called_overfitting(tracking, tmp_path):
     train step's fit, on the split it makes, with the default CNN)."""
     from pipelines import data as data_sources
     from pipelines import train as training
+    from pipelines.device import configure_device
     from pipelines.split import SplitConfig, split
     from pipelines.tracked_fit import fit_tracked
     from tracking.datasets import SplitData
@@ -263,7 +264,7 @@ def test_the_default_digits_cnn_is_not_called_overfitting(tracking, tmp_path):
     for epochs in (3, 6):
         config = TrainConfig(epochs=epochs, tensorboard=False)
         config.resolved_model = training.resolve_model(config, dataset.kind)
-        training.configure_device(config)
+        configure_device(config)
         run_id = tracking.client.create_run(tracking.experiment_id).info.run_id
         outcome = fit_tracked(config, prepared, run_id, str(tmp_path), verbose=0)
         run = tracking.client.get_run(run_id)
