@@ -65,16 +65,16 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="fittrack-hpo-")
-    budget = ["--n-trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(args.seed)]
+    budget = ["--n-trials", str(args.trials), "--trial-epochs", str(args.epochs), "--seed", str(args.seed)]
 
     # fittrack tune's defaults: TPE, median pruning, and EarlyStopping (patience 3) inside each trial.
     pruned_s, pruned = tune(os.path.join(work, "tpe"), *budget, "--sampler", "tpe", "--pruner", "median")
     # Median pruning alone, every trial otherwise running its whole budget.
     median_s, median = tune(os.path.join(work, "median"), *budget, "--sampler", "tpe", "--pruner", "median",
-                            "--patience", str(args.epochs))
+                            "--trial-patience", str(args.epochs))
     # The reference: random search, no pruning and no early stopping; every trial runs every epoch.
     random_s, random = tune(os.path.join(work, "random"), *budget, "--sampler", "random", "--pruner", "none",
-                            "--patience", str(args.epochs))
+                            "--trial-patience", str(args.epochs))
     print(f"{args.trials} trials x at most {args.epochs} epochs, builtin:digits, metric val_accuracy")
     print(f"{'search':<42} {'epochs':>7} {'seconds':>8} {'best val':>9} {'its test':>9} {'pruned':>7}")
     for name, seconds, result in (("TPE + median pruning + patience 3 (default)", pruned_s, pruned),
@@ -83,7 +83,7 @@ def main():
         print(f"{name:<42} {result['epochs']:>7} {seconds:>8.1f} {result['best_val']:>9.4f} "
               f"{result['test']:>9.4f} {result['pruned']:>7}")
 
-    throughput = ["--n-trials", str(args.throughput_trials), "--epochs", str(args.throughput_epochs),
+    throughput = ["--n-trials", str(args.throughput_trials), "--trial-epochs", str(args.throughput_epochs),
                   "--sampler", "random", "--pruner", "none", "--seed", str(args.seed)]
     one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1")
     two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2")

@@ -102,7 +102,8 @@ def train_options(f=None, *, exclude: tuple = ()):
                      help="CNN: random shifts while fitting, up to this share of the image (0: none)."),
         click.option("--batch-norm", type=click.BOOL, default=d.batch_norm, show_default=True,
                      help="CNN: BatchNormalization after each convolution."),
-        click.option("--batch-size", type=positive, default=d.batch_size, show_default=True),
+        click.option("--batch-size", type=positive, default=d.batch_size, show_default=True,
+                     help="Rows per step; at most the training rows, or the run fails saying so."),
         click.option("--epochs", type=positive, default=d.epochs, show_default=True, help="At most this many."),
         click.option("--patience", type=click.IntRange(min=0), default=d.patience, show_default=True,
                      help="EarlyStopping: epochs without improvement of --monitor before stopping."),
@@ -244,7 +245,7 @@ def reproduce(run_id, quiet):
               "with a password in FITTRACK_OPTUNA_STORAGE: `mlflow run` logs -P values as params.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local processes sharing the study.")
-@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True,
+@click.option("--trial-epochs", type=click.IntRange(min=1), default=15, show_default=True,
               help="The most epochs a trial may run.")
 @click.option("--search-space", default="", help="YAML file overriding the default search space.")
 @click.option("--heartbeat-interval", type=click.IntRange(min=1), default=10, show_default=True,
@@ -253,19 +254,19 @@ def reproduce(run_id, quiet):
               help="Seconds without heartbeat after which another worker fails (and retries) a trial.")
 @click.option("--parent-run-id", default="", hidden=True)
 @click.option("--worker-index", type=int, default=0, hidden=True)
-@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--trial-patience", type=click.IntRange(min=0), default=3, show_default=True,
               help="EarlyStopping inside each trial: the pruner compares trials, this stops a trial on its own "
                    "plateau.")
 @train_options(exclude=("epochs", "monitor", "patience"))
-def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, study, storage, workers, epochs,
-         search_space, heartbeat_interval, grace_period, parent_run_id, worker_index, quiet, **kwargs):
+def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, study, storage, workers, trial_epochs,
+         search_space, heartbeat_interval, grace_period, parent_run_id, worker_index, trial_patience, quiet, **kwargs):
     """Search hyperparameters with Optuna; every trial is a nested, fully tracked training run."""
     from pipelines.tune_step import TuneParams, run_tune
 
     data_params = _split_data_params(kwargs)
-    base = _train_config(kwargs, data_params.seed)
+    base = _train_config({**kwargs, "patience": trial_patience}, data_params.seed)
     params = TuneParams(n_trials=n_trials, timeout=timeout, metric=metric, direction=direction, sampler=sampler,
-                        pruner=pruner, study=study, storage=storage, workers=workers, epochs=epochs,
+                        pruner=pruner, study=study, storage=storage, workers=workers, trial_epochs=trial_epochs,
                         search_space=search_space, heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period)
     run_tune(data_params, base, params, split_run_id=split_run_id, parent_run_id=parent_run_id,
@@ -296,8 +297,8 @@ def register(metric, run_id, study, experiment, model_name, promote_without_comp
 @cli.command(name="main")
 @data_options
 @train_options
-@click.option("--n-trials", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Optuna trials after the training run (0: no tuning).")
+@click.option("--tune-trials", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Optuna trials after the training run (tune's n_trials; 0: no tuning).")
 @click.option("--tune-epochs", type=click.IntRange(min=1), default=15, show_default=True,
               help="The most epochs a trial may run.")
 @click.option("--tune-timeout", type=click.FloatRange(min=0), default=120, show_default=True,
@@ -307,12 +308,12 @@ def register(metric, run_id, study, experiment, model_name, promote_without_comp
 @click.option("--model-name", default="", help="Registered model name (default: from the data, e.g. digits).")
 @click.option("--env-manager", default="auto", show_default=True,
               help="Env manager for the nested steps (auto: the one this run was started with).")
-def main_command(n_trials, tune_epochs, tune_timeout, metric, model_name, env_manager, quiet, **kwargs):
+def main_command(tune_trials, tune_epochs, tune_timeout, metric, model_name, env_manager, quiet, **kwargs):
     """The whole pipeline: split and baselines (reused when they match), train, tune, register."""
     from pipelines.main_step import PipelineParams, run_main
 
     data_params = _split_data_params(kwargs)
-    pipeline = PipelineParams(n_trials=n_trials, tune_epochs=tune_epochs, tune_timeout=tune_timeout, metric=metric,
+    pipeline = PipelineParams(tune_trials=tune_trials, tune_epochs=tune_epochs, tune_timeout=tune_timeout, metric=metric,
                               model_name=model_name)
     done = run_main(data_params, _train_config(kwargs, data_params.seed), pipeline, env_manager=env_manager)
     click.echo(f"fittrack: models:/{done['model_name']}@champion is version {done['champion_version']} "

@@ -44,15 +44,15 @@ def project_uri() -> str:
 class PipelineParams:
     """What `main` adds to the data and training parameters: the search and the registration."""
 
-    n_trials: int = 8  # 0 skips the search
+    tune_trials: int = 8  # 0 skips the search
     tune_epochs: int = 15
     tune_timeout: float = 120.0  # seconds; bounds the whole job's time on a slow machine
     metric: str = "val_loss"  # picks the best trial and, between train and tune, the model to register
     model_name: str = ""
 
     def validate(self) -> None:
-        if not isinstance(self.n_trials, int) or self.n_trials < 0:
-            raise FittrackError(f"n_trials must be a whole number >= 0 (0 skips tuning), got {self.n_trials!r}")
+        if not isinstance(self.tune_trials, int) or self.tune_trials < 0:
+            raise FittrackError(f"tune_trials must be a whole number >= 0 (0 skips tuning), got {self.tune_trials!r}")
         if not isinstance(self.tune_epochs, int) or self.tune_epochs < 1:
             raise FittrackError(f"tune_epochs must be a positive whole number, got {self.tune_epochs!r}")
         if self.tune_timeout < 0:
@@ -97,10 +97,10 @@ def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelinePar
         mlflow.set_tag("fittrack.train_run_id", train_run_id)
         candidates = [train_run_id]
 
-        if pipeline.n_trials > 0:
+        if pipeline.tune_trials > 0:
             tune_params = {
-                **data_strings, "split_run_id": split_run_id, "n_trials": str(pipeline.n_trials),
-                "timeout": str(pipeline.tune_timeout), "metric": pipeline.metric, "epochs": str(pipeline.tune_epochs),
+                **data_strings, "split_run_id": split_run_id, "n_trials": str(pipeline.tune_trials),
+                "timeout": str(pipeline.tune_timeout), "metric": pipeline.metric, "trial_epochs": str(pipeline.tune_epochs),
                 # No study: tune's default is one per split, so running main again on it carries the search on.
                 **{k: runs.param_string(getattr(config, k)) for k in ("model", "class_weight", "device")},
             }

@@ -37,7 +37,7 @@ class TuneParams:
     study: str = ""
     storage: str = ""
     workers: int = 1
-    epochs: int = 15
+    trial_epochs: int = 15  # the most epochs a trial may run
     search_space: str = ""
     heartbeat_interval: int = 10
     grace_period: int = 30
@@ -97,8 +97,10 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
         params.study = params.study or default_study(data_params.data, family, split_run_id)
         storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
                                       tuning.stale_trial_callback())
-        runs.log_params({**asdict(data_params), **{k: v for k, v in base.params().items() if k != "monitor"},
-                         **{k: v for k, v in asdict(params).items() if k != "storage"},
+        # The trials' own epochs and patience are trial_epochs and trial_patience.
+        runs.log_params({**asdict(data_params),
+                         **{k: v for k, v in base.params().items() if k not in ("monitor", "epochs", "patience")},
+                         "trial_patience": base.patience, **{k: v for k, v in asdict(params).items() if k != "storage"},
                          "storage": mask_uri(params.storage), "split_run_id": split_run_id})
         # Tags as well as params: `mlflow run` logs its -P values (study '', storage '') before we start,
         # and a param cannot change, so these say where the study lives whatever the params say.
@@ -183,7 +185,7 @@ def _study(params: TuneParams, storage, seed: int):
     return optuna.create_study(
         study_name=params.study, storage=storage, load_if_exists=True,
         direction=tuning.direction_for(params.metric, params.direction),
-        sampler=tuning.make_sampler(params.sampler, seed), pruner=tuning.make_pruner(params.pruner, params.epochs),
+        sampler=tuning.make_sampler(params.sampler, seed), pruner=tuning.make_pruner(params.pruner, params.trial_epochs),
     )
 
 
@@ -191,7 +193,7 @@ def _objective(params, base, space, split_run_id, parent_run_id, experiment_id, 
     """The split as the network sees it, and the trials' fixed settings, for this process's trials."""
     data = load_split(split_run_id)
     # Trials skip TensorBoard: the run's own epoch metrics already hold the curves.
-    base = training.TrainConfig(**{**base.params(), "epochs": params.epochs, "tensorboard": False})
+    base = training.TrainConfig(**{**base.params(), "epochs": params.trial_epochs, "tensorboard": False})
     return tuning.Objective(base, space, training.prepare(data), params.metric, parent_run_id, experiment_id,
                             params.study, split_run_id, data.kind, workdir)
 
@@ -231,8 +233,8 @@ def _finished(study) -> int:
 def _start_worker(index: int, parent_run_id: str, split_run_id: str, data_params: DataParams,
                   base: training.TrainConfig, params: TuneParams) -> subprocess.Popen:
     """This study again, in a process of its own, adding trials under the same parent run."""
-    options = {**asdict(data_params), **{k: v for k, v in base.params().items() if k not in ("seed", "monitor", "epochs")},
-               **asdict(params), "workers": 1, "parent_run_id": parent_run_id, "worker_index": index,
+    trial_config = {k: v for k, v in base.params().items() if k not in ("seed", "monitor", "epochs", "patience")}
+    options = {**asdict(data_params), **trial_config, "trial_patience": base.patience, **asdict(params), "workers": 1, "parent_run_id": parent_run_id, "worker_index": index,
                "split_run_id": split_run_id}
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet"]
     for key, value in options.items():

@@ -11,7 +11,7 @@ from tests.conftest import mlflow_run
 
 pytestmark = pytest.mark.e2e
 
-FAST = ["-P", "epochs=3", "-P", "tensorboard=false", "-P", "n_trials=2", "-P", "tune_epochs=2"]
+FAST = ["-P", "epochs=3", "-P", "tensorboard=false", "-P", "tune_trials=2", "-P", "tune_epochs=2"]
 
 
 def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
@@ -99,7 +99,7 @@ def test_train_and_tune_entry_points_do_their_work_in_the_run_mlflow_made(tracki
     assert split.data.tags["mlflow.runName"] == "split-iris"
 
     # Another seed: tune makes its own split too, and keeps it, its trials and its report in its run.
-    done = mlflow_run("-e", "tune", "-P", "data=builtin:iris", "-P", "seed=3", "-P", "n_trials=2", "-P", "epochs=2")
+    done = mlflow_run("-e", "tune", "-P", "data=builtin:iris", "-P", "seed=3", "-P", "n_trials=2", "-P", "trial_epochs=2")
     assert done.returncode == 0, done.stderr[-3000:]
     (tune,) = _entry_runs(tracking, "tune")
     assert tune.info.status == "FINISHED" and tune.data.tags["mlflow.runName"] == "tune-iris"

@@ -24,6 +24,21 @@ def test_conda_yaml_and_pyproject_name_the_same_dependencies():
     assert sorted(pip_list) == sorted(pyproject)
 
 
+def test_mlproject_is_written_from_the_cli():
+    from pipelines.mlproject import render
+
+    # Each parameter is defined once, as a click option; MLproject is written from them.
+    assert _read("MLproject").decode() == render(), "MLproject is stale: run python -m pipelines.mlproject"
+
+
+def test_readme_parameter_list_is_written_from_the_cli():
+    from pipelines.mlproject import with_readme_parameters
+
+    readme = _read("README.md").decode()
+    assert with_readme_parameters(readme) == readme, "README is stale: run python -m pipelines.mlproject"
+    assert "`trial_patience` (3)" in readme and "`tune_trials` (8)" in readme
+
+
 def test_mlproject_entry_points_match_the_cli():
     project = yaml.safe_load(_read("MLproject"))
     assert {"main", "split", "baselines", "train", "tune", "register", "reproduce"} <= set(

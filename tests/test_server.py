@@ -173,7 +173,7 @@ def test_the_whole_pipeline_runs_against_the_server(local_server, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
     done = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", PROJECT_ROOT, "--env-manager", "local", "--experiment-name",
-         "on-server", "-P", "data=builtin:iris", "-P", "epochs=3", "-P", "n_trials=2", "-P", "tune_epochs=2",
+         "on-server", "-P", "data=builtin:iris", "-P", "epochs=3", "-P", "tune_trials=2", "-P", "tune_epochs=2",
          "-P", "tensorboard=false"],
         cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": local_server.url}, capture_output=True, text=True,
         timeout=600)

@@ -38,7 +38,7 @@ def _trials(tracking):
 
 
 def test_small_study_tracks_every_trial(tracking):
-    _tune("--n-trials", "4", "--epochs", "3", "--pruner", "none", "--metric", "val_accuracy")
+    _tune("--n-trials", "4", "--trial-epochs", "3", "--pruner", "none", "--metric", "val_accuracy")
     parent = tracking.only_run("tune")
     assert parent.info.status == "FINISHED"
     trials = _trials(tracking)
@@ -74,8 +74,8 @@ def test_small_study_tracks_every_trial(tracking):
 
 
 def test_running_again_resumes_the_study(tracking):
-    _tune("--n-trials", "2", "--epochs", "2", "--pruner", "none")
-    _tune("--n-trials", "3", "--epochs", "2", "--pruner", "none")
+    _tune("--n-trials", "2", "--trial-epochs", "2", "--pruner", "none")
+    _tune("--n-trials", "3", "--trial-epochs", "2", "--pruner", "none")
     first, second = tracking.runs("tune")
     name = second.data.tags["optuna.study_name"]
     assert name == first.data.tags["optuna.study_name"]
@@ -83,7 +83,7 @@ def test_running_again_resumes_the_study(tracking):
     assert len(study.trials) == 3
     assert len(_trials(tracking)) == 3
     # Another split (another seed) is another study.
-    _tune("--n-trials", "1", "--epochs", "1", "--pruner", "none", "--seed", "5")
+    _tune("--n-trials", "1", "--trial-epochs", "1", "--pruner", "none", "--seed", "5")
     assert tracking.runs("tune")[-1].data.tags["optuna.study_name"] != name
 
 
@@ -94,8 +94,8 @@ def test_hopeless_trial_is_pruned_and_its_run_killed(tracking, tmp_path):
     study = optuna.create_study(study_name="contrived", storage=storage, direction="minimize")
     for rate in (0.03, 0.03, 0.03, 1e-7):  # three that learn set the median; then one that cannot
         study.enqueue_trial({"learning_rate": rate})
-    _tune("--n-trials", "4", "--epochs", "8", "--study", "contrived", "--storage", storage,
-          "--search-space", str(space), "--patience", "20")
+    _tune("--n-trials", "4", "--trial-epochs", "8", "--study", "contrived", "--storage", storage,
+          "--search-space", str(space), "--trial-patience", "20")
     study = optuna.load_study(study_name="contrived", storage=storage)
     hopeless = study.trials[3]
     assert hopeless.state == TrialState.PRUNED
@@ -161,7 +161,7 @@ def _assert_consistent(study, tracking, n_trials):
 
 @pytest.mark.e2e
 def test_two_workers_share_one_postgres_study(tracking, postgres_database):
-    _tune("--n-trials", "6", "--epochs", "3", "--workers", "2", "--storage", postgres_database, "--study", "shared")
+    _tune("--n-trials", "6", "--trial-epochs", "3", "--workers", "2", "--storage", postgres_database, "--study", "shared")
     study = optuna.load_study(study_name="shared", storage=postgres_database)
     _assert_consistent(study, tracking, 6)
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2, "both workers should have run trials"
@@ -170,7 +170,7 @@ def test_two_workers_share_one_postgres_study(tracking, postgres_database):
 @pytest.mark.e2e
 def test_a_killed_worker_leaves_a_failed_trial_and_the_study_completes(tracking, postgres_database):
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:iris",
-               "--n-trials", "6", "--epochs", "6", "--workers", "2", "--storage", postgres_database,
+               "--n-trials", "6", "--trial-epochs", "6", "--workers", "2", "--storage", postgres_database,
                "--study", "killed", "--heartbeat-interval", "1", "--grace-period", "4", "--pruner", "none"]
     main = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = None
@@ -224,7 +224,7 @@ def _gone(pid: int) -> bool:
 def test_a_killed_tune_process_on_sqlite_stops_its_worker_then_resumes_and_completes(tracking, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:iris",
-               "--n-trials", "3", "--epochs", "6", "--storage", storage, "--study", "solo",
+               "--n-trials", "3", "--trial-epochs", "6", "--storage", storage, "--study", "solo",
                "--heartbeat-interval", "1", "--grace-period", "3", "--pruner", "none"]
     first = subprocess.Popen([*command, "--workers", "2"], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     victim, workers, deadline = None, [], time.monotonic() + 180
@@ -260,7 +260,7 @@ def test_a_killed_tune_process_on_sqlite_stops_its_worker_then_resumes_and_compl
 
 
 def test_cmaes_sampler_and_hyperband_pruner_run(tracking):
-    _tune("--n-trials", "3", "--epochs", "2", "--sampler", "cmaes", "--pruner", "hyperband")
+    _tune("--n-trials", "3", "--trial-epochs", "2", "--sampler", "cmaes", "--pruner", "hyperband")
     parent = tracking.only_run("tune")
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sampler"] == "cmaes" and parent.data.params["pruner"] == "hyperband"
@@ -275,5 +275,5 @@ def test_gp_sampler_says_what_it_needs(tracking):
         assert result.exit_code == 1
         assert "sampler 'gp' needs PyTorch: pip install torch" in result.output
     else:
-        _tune("--n-trials", "2", "--epochs", "2", "--sampler", "gp")
+        _tune("--n-trials", "2", "--trial-epochs", "2", "--sampler", "gp")
         assert tracking.only_run("tune").info.status == "FINISHED"
