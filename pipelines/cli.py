@@ -5,7 +5,6 @@ Heavy imports (MLflow, TensorFlow) happen inside the commands so that `--help` s
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import warnings
@@ -23,6 +22,7 @@ for _message in (".*Integer columns in Python cannot represent missing values.*"
 
 from pipelines.compare_command import compare
 from pipelines.errors import FittrackError
+from pipelines.params import DEFAULT_METRIC, DataParams, PipelineParams, TuneParams, click_options, take
 from pipelines.server_command import server
 
 _default_showwarning = warnings.showwarning
@@ -41,10 +41,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 warnings.showwarning = _show_warning
 
-_DATA_DEFAULTS = dict(data="builtin:digits", target="target", task="auto", val_fraction=0.15,
-                      test_fraction=0.2, seed=42, mixed_columns="numeric")
-
-
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -55,85 +51,23 @@ class _Group(click.Group):
 
 
 def data_options(f):
-    options = [
-        click.option("--data", default=_DATA_DEFAULTS["data"], show_default=True,
-                     help="builtin:digits|breast_cancer|wine|iris|diabetes, or a .csv, .parquet or .npz file."),
-        click.option("--target", default=_DATA_DEFAULTS["target"], show_default=True,
-                     help="Target column of a CSV/Parquet file (NPZ files use arrays x and y)."),
-        click.option("--task", type=click.Choice(["auto", "classification", "regression"]),
-                     default=_DATA_DEFAULTS["task"], show_default=True, help="auto infers it from the target."),
-        click.option("--val-fraction", type=float, default=_DATA_DEFAULTS["val_fraction"], show_default=True,
-                     help="Share of rows for validation (early stopping, checkpoints, tuning)."),
-        click.option("--test-fraction", type=float, default=_DATA_DEFAULTS["test_fraction"], show_default=True,
-                     help="Share of rows held out for the one final test."),
-        click.option("--seed", type=int, default=_DATA_DEFAULTS["seed"], show_default=True,
-                     help="Seeds the split, the weights and the shuffling: same seed, same metrics."),
-        # Choices spelled out, not imported from pipelines.data: --help must not import pandas.
-        click.option("--mixed-columns", type=click.Choice(["numeric", "categorical", "error"]),
-                     default=_DATA_DEFAULTS["mixed_columns"], show_default=True,
-                     help="A column of numbers holding a few strings (abc, n/a?): numeric makes them missing "
-                          "values, categorical keeps every value as a category, error stops."),
-    ]
-    return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
+    """The data parameters (pipelines.params.DataParams) as options."""
+    return click_options(DataParams)(f)
 
 
 def train_options(f=None, *, exclude: tuple = ()):
-    """The training options; `exclude` leaves out those a command defines its own way."""
+    """The training parameters (pipelines.train.TrainConfig) as options, and --quiet; `exclude` leaves
+    out those a command defines its own way."""
     if f is None:
         return lambda g: train_options(g, exclude=exclude)
-    from pipelines.models import MODELS, OPTIMIZERS
-    from pipelines.train import CLASS_WEIGHTS, DEVICES, TrainConfig
+    from pipelines.train import TrainConfig
 
-    d = TrainConfig()
-    positive = click.IntRange(min=1)
-    options = [
-        click.option("--model", type=click.Choice(MODELS), default=d.model, show_default=True,
-                     help="auto: a CNN for images, an MLP for tables."),
-        click.option("--layers", type=positive, default=d.layers, show_default=True,
-                     help="Hidden layers (MLP) or convolution blocks (CNN)."),
-        click.option("--units", type=positive, default=d.units, show_default=True,
-                     help="Units per hidden layer (MLP) or filters of the first block (CNN, doubling)."),
-        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=d.dropout, show_default=True),
-        click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=d.learning_rate,
-                     show_default=True),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=d.optimizer, show_default=True),
-        click.option("--l2", type=click.FloatRange(0), default=d.l2, show_default=True, help="L2 weight penalty."),
-        click.option("--augment", type=click.FloatRange(0, 0.5, max_open=True), default=d.augment, show_default=True,
-                     help="CNN: random shifts while fitting, up to this share of the image (0: none)."),
-        click.option("--batch-norm", type=click.BOOL, default=d.batch_norm, show_default=True,
-                     help="CNN: BatchNormalization after each convolution."),
-        click.option("--batch-size", type=positive, default=d.batch_size, show_default=True,
-                     help="Rows per step; at most the training rows, or the run fails saying so."),
-        click.option("--epochs", type=positive, default=d.epochs, show_default=True, help="At most this many."),
-        click.option("--patience", type=click.IntRange(min=0), default=d.patience, show_default=True,
-                     help="EarlyStopping: epochs without improvement of --monitor before stopping."),
-        click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=d.reduce_lr_patience,
-                     show_default=True, help="ReduceLROnPlateau patience; 0 turns it off."),
-        click.option("--monitor", default=d.monitor, show_default=True,
-                     help="Validation metric for checkpoints and early stopping, e.g. val_loss, val_accuracy, val_auc."),
-        click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=d.class_weight, show_default=True,
-                     help="balanced weighs rare classes up (imbalanced data, where accuracy misleads)."),
-        click.option("--device", type=click.Choice(DEVICES), default=d.device, show_default=True,
-                     help="auto uses a GPU where there is one."),
-        click.option("--mixed-precision", type=click.BOOL, default=d.mixed_precision, show_default=True),
-        click.option("--xla", type=click.BOOL, default=d.xla, show_default=True, help="Compile with XLA."),
-        click.option("--tensorboard", type=click.BOOL, default=d.tensorboard, show_default=True,
-                     help="Write TensorBoard logs (logged as the run's tensorboard/ artifacts)."),
-        click.option("--quiet", is_flag=True, help="No progress output from Keras."),
-    ]
-    options = [o for o in options if _option_name(o) not in exclude]
-    return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
-
-
-def _option_name(decorator) -> str:
-    probe = decorator(lambda: None)
-    return probe.__click_params__[-1].name
+    f = click.option("--quiet", is_flag=True, help="No progress output from Keras.")(f)
+    return click_options(TrainConfig, exclude=exclude)(f)
 
 
 def _split_data_params(kwargs: dict):
-    from pipelines.split_step import DataParams
-
-    return DataParams(**{k: kwargs.pop(k) for k in list(_DATA_DEFAULTS)})
+    return take(DataParams, kwargs)
 
 
 def _train_config(kwargs: dict, seed: int):
@@ -166,7 +100,7 @@ def split(**kwargs):
 
 @cli.command()
 @click.option("--split-run-id", required=True, help="The split run whose parts the baselines are fitted on.")
-@click.option("--seed", type=int, default=_DATA_DEFAULTS["seed"], show_default=True)
+@click_options(DataParams, only=("seed",))
 def baselines(split_run_id, seed):
     """Fit scikit-learn baselines (dummy, linear, kernel SVM) on a split: the bar for the Keras runs."""
     from pipelines.baselines_step import run_baselines
@@ -228,53 +162,26 @@ def reproduce(run_id, quiet):
 @data_options
 @click.option("--split-run-id", default="", help="Tune on this split run's parts; default: reuse a matching "
               "finished split, or make one.")
-@click.option("--n-trials", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Finished (complete or pruned) trials the study should reach, over all workers.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True,
-              help="Stop starting trials after this many seconds (0: no limit).")
-@click.option("--metric", default="val_loss", show_default=True,
-              help="Validation metric to optimise, e.g. val_loss, val_accuracy, val_auc, val_r2_score.")
-@click.option("--direction", type=click.Choice(["auto", "minimize", "maximize"]), default="auto",
-              show_default=True, help="auto: from the metric (loss, mse, mae minimised; the rest maximised).")
-@click.option("--sampler", default="tpe", show_default=True, help="tpe, random, cmaes or gp (gp needs torch).")
-@click.option("--pruner", default="median", show_default=True, help="median, hyperband or none.")
-@click.option("--study", default="", help="Study name (default: DATA-MODEL-SPLIT, e.g. digits-cnn-1a2b3c4d: one "
-              "study per split); the same name resumes the study.")
-@click.option("--storage", default="", help="Optuna storage URL, e.g. postgresql://user@host/db "
-              "(default: $FITTRACK_OPTUNA_STORAGE, else optuna.db beside the MLflow SQLite store). Put a URL "
-              "with a password in FITTRACK_OPTUNA_STORAGE: `mlflow run` logs -P values as params.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Local processes sharing the study.")
-@click.option("--trial-epochs", type=click.IntRange(min=1), default=15, show_default=True,
-              help="The most epochs a trial may run.")
-@click.option("--search-space", default="", help="YAML file overriding the default search space.")
-@click.option("--heartbeat-interval", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Seconds between a running trial's heartbeats.")
-@click.option("--grace-period", type=click.IntRange(min=2), default=30, show_default=True,
-              help="Seconds without heartbeat after which another worker fails (and retries) a trial.")
+@click_options(TuneParams)
 @click.option("--parent-run-id", default="", hidden=True)
 @click.option("--worker-index", type=int, default=0, hidden=True)
 @click.option("--trial-patience", type=click.IntRange(min=0), default=3, show_default=True,
               help="EarlyStopping inside each trial: the pruner compares trials, this stops a trial on its own "
                    "plateau.")
 @train_options(exclude=("epochs", "monitor", "patience"))
-def tune(split_run_id, n_trials, timeout, metric, direction, sampler, pruner, study, storage, workers, trial_epochs,
-         search_space, heartbeat_interval, grace_period, parent_run_id, worker_index, trial_patience, quiet, **kwargs):
+def tune(split_run_id, parent_run_id, worker_index, trial_patience, quiet, **kwargs):
     """Search hyperparameters with Optuna; every trial is a nested, fully tracked training run."""
-    from pipelines.tune_step import TuneParams, run_tune
+    from pipelines.tune_step import run_tune
 
     data_params = _split_data_params(kwargs)
+    params = take(TuneParams, kwargs)
     base = _train_config({**kwargs, "patience": trial_patience}, data_params.seed)
-    params = TuneParams(n_trials=n_trials, timeout=timeout, metric=metric, direction=direction, sampler=sampler,
-                        pruner=pruner, study=study, storage=storage, workers=workers, trial_epochs=trial_epochs,
-                        search_space=search_space, heartbeat_interval=heartbeat_interval,
-                        grace_period=grace_period)
     run_tune(data_params, base, params, split_run_id=split_run_id, parent_run_id=parent_run_id,
              worker_index=worker_index, verbose=not quiet)
 
 
 @cli.command()
-@click.option("--metric", default="val_loss", show_default=True,
+@click.option("--metric", default=DEFAULT_METRIC, show_default=True,
               help="Validation metric that picks the best run (a train run's best epoch; a tune run's best trial).")
 @click.option("--run-id", default="", help="Register this run's model (several, comma-separated: the best of them).")
 @click.option("--study", default="", help="Register the best tune run of this Optuna study.")
@@ -297,24 +204,15 @@ def register(metric, run_id, study, experiment, model_name, promote_without_comp
 @cli.command(name="main")
 @data_options
 @train_options
-@click.option("--tune-trials", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Optuna trials after the training run (tune's n_trials; 0: no tuning).")
-@click.option("--tune-epochs", type=click.IntRange(min=1), default=15, show_default=True,
-              help="The most epochs a trial may run.")
-@click.option("--tune-timeout", type=click.FloatRange(min=0), default=120, show_default=True,
-              help="Stop starting trials after this many seconds (0: no limit).")
-@click.option("--metric", default="val_loss", show_default=True,
-              help="Validation metric that guides the search and picks the model to register.")
-@click.option("--model-name", default="", help="Registered model name (default: from the data, e.g. digits).")
+@click_options(PipelineParams)
 @click.option("--env-manager", default="auto", show_default=True,
               help="Env manager for the nested steps (auto: the one this run was started with).")
-def main_command(tune_trials, tune_epochs, tune_timeout, metric, model_name, env_manager, quiet, **kwargs):
+def main_command(env_manager, quiet, **kwargs):
     """The whole pipeline: split and baselines (reused when they match), train, tune, register."""
-    from pipelines.main_step import PipelineParams, run_main
+    from pipelines.main_step import run_main
 
     data_params = _split_data_params(kwargs)
-    pipeline = PipelineParams(tune_trials=tune_trials, tune_epochs=tune_epochs, tune_timeout=tune_timeout, metric=metric,
-                              model_name=model_name)
+    pipeline = take(PipelineParams, kwargs)
     done = run_main(data_params, _train_config(kwargs, data_params.seed), pipeline, env_manager=env_manager)
     click.echo(f"fittrack: models:/{done['model_name']}@champion is version {done['champion_version']} "
                f"(this run registered version {done['version']})")

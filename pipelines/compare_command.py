@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from pipelines.params import DEFAULT_METRIC
+
 
 @click.command()
-@click.option("--metric", default="val_loss", show_default=True,
+@click.option("--metric", default=DEFAULT_METRIC, show_default=True,
               help="Validation metric that ranks the runs by their best epoch (loss, mse, mae minimised; the rest "
                    "maximised), e.g. val_loss, val_accuracy, val_auc.")
 @click.option("--experiment", default="", help="Compare this experiment's train and trial runs (name or id; "

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import mlflow
 from mlflow import MlflowClient
 
 from pipelines.baselines_step import find_baselines
 from pipelines.errors import FittrackError
-from pipelines.split_step import DataParams, find_split, run_name
+from pipelines.params import DataParams, PipelineParams
+from pipelines.split_step import find_split, run_name
 from pipelines.train import TrainConfig
 from tracking import env, runs
 
@@ -38,27 +39,6 @@ def project_uri() -> str:
         return explicit
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return root if os.path.exists(os.path.join(root, "MLproject")) else os.getcwd()
-
-
-@dataclass
-class PipelineParams:
-    """What `main` adds to the data and training parameters: the search and the registration."""
-
-    tune_trials: int = 8  # 0 skips the search
-    tune_epochs: int = 15
-    tune_timeout: float = 120.0  # seconds; bounds the whole job's time on a slow machine
-    metric: str = "val_loss"  # picks the best trial and, between train and tune, the model to register
-    model_name: str = ""
-
-    def validate(self) -> None:
-        if not isinstance(self.tune_trials, int) or self.tune_trials < 0:
-            raise FittrackError(f"tune_trials must be a whole number >= 0 (0 skips tuning), got {self.tune_trials!r}")
-        if not isinstance(self.tune_epochs, int) or self.tune_epochs < 1:
-            raise FittrackError(f"tune_epochs must be a positive whole number, got {self.tune_epochs!r}")
-        if self.tune_timeout < 0:
-            raise FittrackError(f"tune_timeout must be >= 0 seconds (0: no limit), got {self.tune_timeout}")
-        if not self.metric.startswith("val_"):
-            raise FittrackError(f"metric must be a validation metric (val_*), got '{self.metric}'")
 
 
 def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelineParams | None = None,

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import data as data_sources
 from pipelines.errors import FittrackError
+from pipelines.params import DEFAULT_METRIC
 from tracking.metric_names import mode_of
 from tracking import env, runs
 from tracking.datasets import load_split
@@ -52,7 +53,7 @@ class Comparison:
     reason: str  # one line, starting with "fair:", "unfair:" or "none:"
 
 
-def run_register(metric: str = "val_loss", run_id: str = "", study: str = "", experiment: str = "",
+def run_register(metric: str = DEFAULT_METRIC, run_id: str = "", study: str = "", experiment: str = "",
                  model_name: str = "", promote_without_comparison: bool = False) -> dict:
     """Register the best candidate; return what happened (version, scores, promoted?)."""
     client = MlflowClient()

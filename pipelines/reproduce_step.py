@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 
 from pipelines.errors import FittrackError
-from pipelines.split_step import DataParams
+from pipelines.params import DataParams
 from pipelines.train import TrainConfig
 from pipelines.transfer import TransferConfig
 

@@ -9,14 +9,15 @@ import pandas as pd
 
 from pipelines.data import Dataset
 from pipelines.errors import FittrackError
+from pipelines.params import DataParams
 from tracking.parts import PARTS, Part
 
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    seed: int = 42
+    val_fraction: float = DataParams.val_fraction
+    test_fraction: float = DataParams.test_fraction
+    seed: int = DataParams.seed
 
     def validate(self) -> None:
         for name in ("val_fraction", "test_fraction"):

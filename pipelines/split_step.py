@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import mlflow
 
 from pipelines import data as data_sources
-from pipelines.split import SplitConfig, split
+from pipelines.params import DataParams
+from pipelines.split import split
 from tracking import runs
 from tracking.datasets import SplitData, log_split
 
 STEP = "split"
-
-
-@dataclass
-class DataParams:
-    """The parameters every step understands."""
-
-    data: str = "builtin:digits"
-    target: str = "target"
-    task: str = "auto"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    seed: int = 42
-    mixed_columns: str = "numeric"
-
-    @property
-    def split_config(self) -> SplitConfig:
-        return SplitConfig(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
-
-    def load(self) -> data_sources.Dataset:
-        """The data source as these parameters read it."""
-        return data_sources.load(self.data, self.target, self.task, self.mixed_columns)
-
-    def match_params(self) -> dict:
-        # The path itself is not matched: the data digest says whether the rows are the same.
-        return {k: v for k, v in asdict(self).items() if k != "data"}
 
 
 def run_split(params: DataParams, nested: bool = False) -> str:

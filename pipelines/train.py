@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from pipelines.errors import FittrackError
 from pipelines.models import MODELS, OPTIMIZERS
+from pipelines.params import DEFAULT_METRIC, DataParams, param
 from tracking.metric_names import metric_names
 
 CLASS_WEIGHTS = ("none", "balanced")
@@ -19,27 +20,31 @@ DEVICES = ("auto", "cpu", "gpu")
 class TrainConfig:
     """Every hyperparameter of a training run (logged as the run's params)."""
 
-    model: str = "auto"
-    layers: int = 2
-    units: int = 64
-    dropout: float = 0.2
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    l2: float = 0.0
-    augment: float = 0.125  # CNN only: random shifts up to this share of the image (0.125 of 8 px = 1 px)
-    batch_norm: bool = True  # CNN only: BatchNormalization after each convolution
-    batch_size: int = 32
-    epochs: int = 60
+    model: str = param("auto", "auto: a CNN for images, an MLP for tables.", choices=MODELS)
+    layers: int = param(2, "Hidden layers (MLP) or convolution blocks (CNN).", low=1)
+    units: int = param(64, "Units per hidden layer (MLP) or filters of the first block (CNN, doubling).", low=1)
+    dropout: float = param(0.2, low=0, high=1, high_open=True)
+    learning_rate: float = param(1e-3, low=0, low_open=True)
+    optimizer: str = param("adam", choices=OPTIMIZERS)
+    l2: float = param(0.0, "L2 weight penalty.", low=0)
+    # 0.125 of 8 px = 1 px on digits.
+    augment: float = param(0.125, "CNN: random shifts while fitting, up to this share of the image (0: none).",
+                           low=0, high=0.5, high_open=True)
+    batch_norm: bool = param(True, "CNN: BatchNormalization after each convolution.")
+    batch_size: int = param(32, "Rows per step; at most the training rows, or the run fails saying so.", low=1)
+    epochs: int = param(60, "At most this many.", low=1)
     # Room for two or three ReduceLROnPlateau halvings before stopping; augmented epochs are noisy.
-    patience: int = 12
-    reduce_lr_patience: int = 4
-    monitor: str = "val_loss"
-    class_weight: str = "none"
-    device: str = "auto"
-    mixed_precision: bool = False
-    xla: bool = False
-    tensorboard: bool = True
-    seed: int = 42
+    patience: int = param(12, "EarlyStopping: epochs without improvement of --monitor before stopping.", low=0)
+    reduce_lr_patience: int = param(4, "ReduceLROnPlateau patience; 0 turns it off.", low=0)
+    monitor: str = param(DEFAULT_METRIC, "Validation metric for checkpoints and early stopping, e.g. val_loss, "
+                         "val_accuracy, val_auc.")
+    class_weight: str = param("none", "balanced weighs rare classes up (imbalanced data, where accuracy misleads).",
+                              choices=CLASS_WEIGHTS)
+    device: str = param("auto", "auto uses a GPU where there is one.", choices=DEVICES)
+    mixed_precision: bool = param(False)
+    xla: bool = param(False, "Compile with XLA.")
+    tensorboard: bool = param(True, "Write TensorBoard logs (logged as the run's tensorboard/ artifacts).")
+    seed: int = DataParams.seed  # the data parameters' seed: one seed for the split and the fit
     resolved_model: str = field(default="", repr=False)
 
     def validate(self, task: str | None = None) -> None:

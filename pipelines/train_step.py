@@ -16,7 +16,8 @@ from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
 from pipelines.device import configure_device
 from pipelines.errors import FittrackError
 from pipelines.evaluate import evaluate_test
-from pipelines.split_step import DataParams, reuse_or_run_split, run_name
+from pipelines.params import DataParams
+from pipelines.split_step import reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
 from tracking import entry, outage, runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import mlflow
 from mlflow import MlflowClient
@@ -15,48 +15,15 @@ from mlflow import MlflowClient
 from pipelines import data as data_sources
 from pipelines import train as training
 from pipelines import tune as tuning
-from pipelines.errors import FittrackError
 from pipelines.search_space import load_space
-from pipelines.split_step import DataParams, reuse_or_run_split, run_name
+from pipelines.params import DataParams, TuneParams
+from pipelines.split_step import reuse_or_run_split, run_name
 from tracking import env, runs
 from tracking.datasets import load_split
 from tracking.redact import mask_uri
 
 STEP = "tune"
 HOST_TAG, PID_TAG = "fittrack.host", "fittrack.pid"
-
-
-@dataclass
-class TuneParams:
-    n_trials: int = 20
-    timeout: float = 0.0  # seconds; 0 means no limit
-    metric: str = "val_loss"
-    direction: str = "auto"
-    sampler: str = "tpe"
-    pruner: str = "median"
-    study: str = ""
-    storage: str = ""
-    workers: int = 1
-    trial_epochs: int = 15  # the most epochs a trial may run
-    search_space: str = ""
-    heartbeat_interval: int = 10
-    grace_period: int = 30
-
-    def validate(self) -> None:
-        if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise FittrackError(f"n_trials must be a positive whole number, got {self.n_trials!r}")
-        if self.workers < 1:
-            raise FittrackError(f"workers must be a positive whole number, got {self.workers!r}")
-        if self.timeout < 0:
-            raise FittrackError(f"timeout must be >= 0 seconds (0: no limit), got {self.timeout}")
-        if self.sampler not in tuning.SAMPLERS:
-            raise FittrackError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(tuning.SAMPLERS)}")
-        if self.pruner not in tuning.PRUNERS:
-            raise FittrackError(f"unknown pruner '{self.pruner}'; choose one of {', '.join(tuning.PRUNERS)}")
-        tuning.direction_for(self.metric, self.direction)
-        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
-            raise FittrackError(f"need heartbeat_interval >= 1 and grace_period above it, got "
-                                f"{self.heartbeat_interval} and {self.grace_period}")
 
 
 def default_storage() -> str:
