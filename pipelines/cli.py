@@ -92,7 +92,7 @@ def cli():
 @data_options
 def split(**kwargs):
     """Split data into train, validation and test parts, logged as artifacts and dataset inputs."""
-    from pipelines.split_step import run_split
+    from pipelines.steps.split import run_split
 
     run_id = run_split(_split_data_params(kwargs))
     click.echo(f"fittrack: split run {run_id}")
@@ -103,7 +103,7 @@ def split(**kwargs):
 @click_options(DataParams, only=("seed",))
 def baselines(split_run_id, seed):
     """Fit scikit-learn baselines (dummy, linear, kernel SVM) on a split: the bar for the Keras runs."""
-    from pipelines.baselines_step import run_baselines
+    from pipelines.steps.baselines import run_baselines
 
     click.echo(f"fittrack: baselines run {run_baselines(split_run_id, seed)}")
 
@@ -132,7 +132,7 @@ def baselines(split_run_id, seed):
 def train(split_run_id, quiet, init_model, freeze_epochs, fine_tune_learning_rate, head_init, outage_timeout,
           run_id, **kwargs):
     """Train a Keras model, logging every epoch, the best checkpoint, test metrics and the model."""
-    from pipelines.train_step import run_train
+    from pipelines.steps.train import run_train
     from pipelines.transfer import TransferConfig
 
     data_params = _split_data_params(kwargs)
@@ -152,7 +152,7 @@ def reproduce(run_id, quiet):
     Same params, same split run (its rows checked by digest, its data source too), same seed;
     a changed code version is a warning. The new run is tagged fittrack.reproduces=RUN_ID.
     """
-    from pipelines.reproduce_step import format_table, reproduce as run_reproduce
+    from pipelines.steps.reproduce import format_table, reproduce as run_reproduce
 
     new_run_id, rows = run_reproduce(run_id, verbose=0 if quiet else None)
     click.echo(format_table(run_id, new_run_id, rows))
@@ -171,7 +171,7 @@ def reproduce(run_id, quiet):
 @train_options(exclude=("epochs", "monitor", "patience"))
 def tune(split_run_id, parent_run_id, worker_index, trial_patience, quiet, **kwargs):
     """Search hyperparameters with Optuna; every trial is a nested, fully tracked training run."""
-    from pipelines.tune_step import run_tune
+    from pipelines.steps.tune import run_tune
 
     data_params = _split_data_params(kwargs)
     params = take(TuneParams, kwargs)
@@ -193,7 +193,7 @@ def tune(split_run_id, parent_run_id, worker_index, trial_patience, quiet, **kwa
                    "data, or on most of these test rows).")
 def register(metric, run_id, study, experiment, model_name, promote_without_comparison):
     """Register the best model; move the champion alias only if it wins on test rows neither model saw."""
-    from pipelines.register_step import run_register
+    from pipelines.steps.register import run_register
 
     done = run_register(metric=metric, run_id=run_id, study=study, experiment=experiment, model_name=model_name,
                         promote_without_comparison=promote_without_comparison)
@@ -209,7 +209,7 @@ def register(metric, run_id, study, experiment, model_name, promote_without_comp
               help="Env manager for the nested steps (auto: the one this run was started with).")
 def main_command(env_manager, quiet, **kwargs):
     """The whole pipeline: split and baselines (reused when they match), train, tune, register."""
-    from pipelines.main_step import run_main
+    from pipelines.steps.main import run_main
 
     data_params = _split_data_params(kwargs)
     pipeline = take(PipelineParams, kwargs)

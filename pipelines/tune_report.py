@@ -39,7 +39,7 @@ def _evaluate_best(best_run_id: str, prepared) -> dict:
     import keras
 
     from pipelines.metrics import register_keras_metrics
-    from pipelines.train_step import log_trained_model
+    from pipelines.steps.train import log_trained_model
 
     register_keras_metrics()  # the checkpoint is compiled with them; evaluate_test needs its loss
     local = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras")

@@ -17,7 +17,7 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from sklearn.datasets import load_iris, load_wine
 from sklearn.metrics import accuracy_score
 
-from pipelines import register_step
+from pipelines.steps import register as register_step
 from pipelines.cli import cli
 from tests.conftest import PROJECT_ROOT, free_port
 from tracking.datasets import load_split

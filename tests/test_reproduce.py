@@ -5,7 +5,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from pipelines.cli import cli
-from pipelines.reproduce_step import GIT_COMMIT_TAG, REPRODUCES_TAG, code_warnings, parse_config
+from pipelines.steps.reproduce import GIT_COMMIT_TAG, REPRODUCES_TAG, code_warnings, parse_config
 from pipelines.train import TrainConfig
 from tracking.runs import CODE_VERSION_TAG
 
@@ -97,7 +97,7 @@ def test_params_are_parsed_back_with_the_field_types():
 
 
 def test_empty_values_as_mlflow_run_logs_them_are_empty():
-    from pipelines.reproduce_step import _transfer
+    from pipelines.steps.reproduce import _transfer
 
     # `mlflow run` logs an empty -P value (split_run_id, init_model) as the shell quote ''.
     assert _transfer({"init_model": "''", "freeze_epochs": "3"}, {}, "r1", []) is None

@@ -63,7 +63,7 @@ def test_no_rows_is_named_as_such_not_blamed_on_the_fractions():
 
 def test_mixed_column_reaches_the_split_parts_as_numbers_and_is_matched_for_reuse(tmp_path, tracking):
     from pipelines.params import DataParams
-    from pipelines.split_step import find_split, run_split
+    from pipelines.steps.split import find_split, run_split
     from tracking.datasets import load_split
 
     size = np.round(np.linspace(0, 1, 40), 3).astype(object)

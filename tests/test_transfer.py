@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
 from pipelines.cli import cli
-from pipelines.register_step import run_register
+from pipelines.steps.register import run_register
 from pipelines.transfer import Phase, Transfer, TransferConfig, resolve
 
 # Digits as 64 pixel columns: the MLP path, whose network config does not depend on the CNN's options.

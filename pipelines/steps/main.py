@@ -9,10 +9,10 @@ from dataclasses import asdict
 import mlflow
 from mlflow import MlflowClient
 
-from pipelines.baselines_step import find_baselines
+from pipelines.steps.baselines import find_baselines
 from pipelines.errors import FittrackError
 from pipelines.params import DataParams, PipelineParams
-from pipelines.split_step import find_split, run_name
+from pipelines.steps.split import find_split, run_name
 from pipelines.train import TrainConfig
 from tracking import env, runs
 
@@ -37,7 +37,7 @@ def project_uri() -> str:
     explicit = env.FITTRACK_PROJECT_URI.get()
     if explicit:
         return explicit
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return root if os.path.exists(os.path.join(root, "MLproject")) else os.getcwd()
 
 

@@ -12,12 +12,12 @@ import mlflow
 from pipelines import fit as fitting
 from pipelines import train as training
 from pipelines import transfer as transfers
-from pipelines.baselines_step import best_baseline, reuse_or_run_baselines
+from pipelines.steps.baselines import best_baseline, reuse_or_run_baselines
 from pipelines.device import configure_device
 from pipelines.errors import FittrackError
 from pipelines.evaluate import evaluate_test
 from pipelines.params import DataParams
-from pipelines.split_step import reuse_or_run_split, run_name
+from pipelines.steps.split import reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
 from tracking import entry, outage, runs
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split

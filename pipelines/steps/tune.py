@@ -17,7 +17,7 @@ from pipelines import train as training
 from pipelines import tune as tuning
 from pipelines.search_space import load_space
 from pipelines.params import DataParams, TuneParams
-from pipelines.split_step import reuse_or_run_split, run_name
+from pipelines.steps.split import reuse_or_run_split, run_name
 from tracking import env, runs
 from tracking.datasets import load_split
 from tracking.redact import mask_uri

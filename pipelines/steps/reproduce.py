@@ -29,7 +29,7 @@ REPRODUCES_TAG = "fittrack.reproduces"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # set by `mlflow run`
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-_PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -72,7 +72,7 @@ def reproduce(run_id: str, verbose: int | None = None) -> tuple[str, list[tuple]
     """Train run `run_id` again; return the new run's id and the metric rows of `compare_metrics`."""
     from mlflow import MlflowClient
 
-    from pipelines.train_step import run_train
+    from pipelines.steps.train import run_train
 
     recipe = plan(run_id)
     for line in recipe.warnings:
@@ -163,7 +163,7 @@ def _parse(text: str, kind, name: str, run_id: str):
     if kind is str:
         return text
     raise FittrackError(f"run '{run_id}' has param {name}='{text}', and fittrack cannot read a {kind} from a "
-                        f"param; teach pipelines/reproduce_step.py how")
+                        f"param; teach pipelines/steps/reproduce.py how")
 
 
 def _finished_train_run(client, run_id: str):
@@ -205,7 +205,7 @@ def _outage_timeout(params: dict, run_id: str) -> float:
     # Logged only when `mlflow run` recorded it as a -P value; it changes no epoch.
     if "outage_timeout" in params:
         return _parse(params["outage_timeout"], float, "outage_timeout", run_id)
-    from pipelines.train_step import run_train
+    from pipelines.steps.train import run_train
 
     return inspect.signature(run_train).parameters["outage_timeout"].default
 

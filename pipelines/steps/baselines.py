@@ -23,7 +23,7 @@ def run_baselines(split_run_id: str, seed: int, nested: bool = False) -> str:
     """Fit and log the baselines of a split; return the baselines run's id. `nested`: a new run
     under the active one."""
     from pipelines import train as training
-    from pipelines.split_step import run_name
+    from pipelines.steps.split import run_name
 
     data = load_split(split_run_id)
     with runs.step_run(STEP, run_name=run_name(STEP, data.source), nested=nested) as run:
