@@ -109,9 +109,9 @@ def mixed_columns_of(x: pd.DataFrame) -> dict[str, pd.Series]:
         present = values.dropna()
         if present.empty:
             continue
-        bad = pd.to_numeric(present, errors="coerce").isna()
-        if bad.any() and 1.0 - bad.mean() >= MIXED_NUMERIC_SHARE:
-            found[column] = present[bad]
+        strings = _not_numbers(present)
+        if len(strings) and 1.0 - len(strings) / len(present) >= MIXED_NUMERIC_SHARE:
+            found[column] = strings
     return found
 
 
@@ -134,10 +134,9 @@ def convert_mixed_columns(x: pd.DataFrame, mixed_columns: str, source: str) -> t
         warnings.warn(f"{described}; {outcome}", MixedColumnWarning, stacklevel=2)
     if mixed_columns == "categorical":
         return x, []
-    x = x.copy()
-    for column in found:
-        x[column] = pd.to_numeric(x[column], errors="coerce").astype("float64")
-    return x, list(found)
+    from tracking.models import numeric_as_numbers  # as the served model reads such columns too
+
+    return numeric_as_numbers(x, list(found)), list(found)
 
 
 def _target_words(data: str, target: str) -> str:

@@ -98,7 +98,7 @@ def keras_callbacks(config: TrainConfig, workdir: str):
         checkpoint,
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True),
-        # A NaN or infinite loss ends the fit at that batch (gracefully: every callback's
+        # A NaN or infinite loss ends the fit at that epoch's end (gracefully: every callback's
         # on_train_end runs, so the epoch is logged); fit_tracked then fails the run as diverged.
         TerminateOnNaN(),
     ]

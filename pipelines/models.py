@@ -68,10 +68,13 @@ def output_head(keras, x, task, n_classes, target_mean=0.0, target_std=1.0):
 
 
 def compile_model(model, config, task: str, n_classes: int):
+    """Compile with the per-epoch metrics as scikit-learn defines them (pipelines.metrics)."""
+    from pipelines.metrics import keras_metrics
+
     model.compile(
         optimizer=make_optimizer(config),
         loss=loss_name(task, n_classes),
-        metrics=make_metrics(task, n_classes),
+        metrics=keras_metrics(task, n_classes),
         jit_compile=bool(config.xla),
     )
 
@@ -96,10 +99,3 @@ def make_optimizer(config):
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
-
-
-def make_metrics(task: str, n_classes: int):
-    """Per-epoch metrics as scikit-learn defines them (pipelines.metrics)."""
-    from pipelines.metrics import keras_metrics
-
-    return keras_metrics(task, n_classes)

@@ -78,8 +78,7 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     callbacks.append(metrics_logger)
     sample = training_sample(len(prepared.labels["train"]), TRAIN_EVAL_ROWS, config.seed)
     # First, so that every other callback (the metrics logger, the History) sees its value.
-    callbacks.insert(0, TrainEvaluation(_rows(prepared.features["train"], sample),
-                                        _rows(prepared.targets["train"], sample)))
+    callbacks.insert(0, TrainEvaluation(prepared.features["train"][sample], prepared.targets["train"][sample]))
     if resume_dir:
         import keras
 
@@ -99,10 +98,11 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
         if isinstance(exc, Exception) and metrics_logger.logged:
             # A NaN epoch can raise on its way out (Optuna prunes a trial that reports NaN): then
             # the divergence is what the user must hear about.
-            diagnosis = _diagnose(metrics_logger.history(), config, prepared)
+            history = metrics_logger.history()
+            diagnosis = _diagnose(history, config, prepared)
             if diagnosis.label == "diverged":
-                _log_diagnosis(client, run_id, config, diagnosis, best_logger, metrics_logger)
-                _fail_diverged(client, run_id, config, diagnosis, metrics_logger, resume_dir, exc)
+                _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger,
+                                  resume_dir, cause=exc)
         raise
     try:
         best_logger.wait()
@@ -115,9 +115,7 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     # killed process journaled too, where History has only this process's.
     history = metrics_logger.history()
     diagnosis = _diagnose(history, config, prepared)
-    _log_diagnosis(client, run_id, config, diagnosis, best_logger, metrics_logger)
-    if diagnosis.label == "diverged":
-        _fail_diverged(client, run_id, config, diagnosis, metrics_logger, resume_dir)
+    _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger, resume_dir)
     if resume_dir:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
@@ -131,31 +129,28 @@ def _diagnose(history: dict, config, prepared):
                     train_eval_loss=history.get("train_eval_loss"), epochs=config.epochs)
 
 
-def _log_diagnosis(client, run_id, config, diagnosis, best_logger, metrics_logger) -> None:
+def _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger, resume_dir,
+                      cause=None) -> None:
+    """Log the fit's summary and its diagnosis; a diverged fit then raises one line naming the epoch
+    and the learning rate in force then (the step's run ends FAILED with it; an Optuna trial fails)."""
+    reason = diagnosis.reason
+    if diagnosis.label == "diverged":
+        rates = history.get("learning_rate", ())
+        epoch = diagnosis.diverged_epoch
+        rate = rates[epoch] if epoch < len(rates) and math.isfinite(rates[epoch]) else config.learning_rate
+        reason = f"{diagnosis.reason} with learning_rate {rate:g}; lower the learning rate"
     summary = {"best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
                "epochs_run": metrics_logger.epochs_seen, "lowest_val_loss_epoch": diagnosis.best_epoch}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None])
     client.set_tag(run_id, "diagnosis", diagnosis.label)
-    client.set_tag(run_id, "diagnosis_reason", diagnosis.reason)
-
-
-def _fail_diverged(client, run_id, config, diagnosis, metrics_logger, resume_dir, cause=None):
-    """Raise one line naming the epoch and the learning rate in force then (the step's run ends
-    FAILED with it; an Optuna trial fails with it)."""
-    rates = metrics_logger.history().get("learning_rate", ())
-    epoch = diagnosis.diverged_epoch
-    rate = rates[epoch] if epoch < len(rates) and math.isfinite(rates[epoch]) else config.learning_rate
-    message = f"{diagnosis.reason} with learning_rate {rate:g}; lower the learning rate"
-    client.set_tag(run_id, "diagnosis_reason", message)
+    client.set_tag(run_id, "diagnosis_reason", reason)
+    if diagnosis.label != "diverged":
+        return
     if resume_dir:
         # Nothing worth resuming: every epoch from here on would go on from NaN weights.
         shutil.rmtree(resume_dir, ignore_errors=True)
-    raise FittrackError(message) from cause
-
-
-def _rows(array, indices):
-    return array.iloc[indices] if hasattr(array, "iloc") else array[indices]
+    raise FittrackError(reason) from cause
 
 
 def _carry_best(best_logger):

@@ -6,7 +6,6 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-
 from pipelines.errors import FittrackError
 from pipelines.models import MODELS, OPTIMIZERS
 from pipelines.params import DEFAULT_METRIC, DataParams, param

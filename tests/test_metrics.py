@@ -9,7 +9,7 @@ from sklearn import metrics as sk
 
 from pipelines.cli import cli
 from pipelines.metrics import METRIC_AVERAGING_TAG
-from pipelines.models import make_metrics
+from pipelines.metrics import keras_metrics
 from tracking.datasets import load_split
 from tracking.models import prepare_features
 
@@ -59,7 +59,7 @@ def test_streaming_metrics_equal_scikit_learn_binary():
     p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1).astype("float32")
     p[:5] = 0.5  # a tie goes to the positive class, as the model's predicted label does
     expected, first_rows = _binary_expected(y, p), _binary_expected(y[:60], p[:60])
-    for metric in make_metrics("classification", 2):
+    for metric in keras_metrics("classification", 2):
         tolerance = 1e-3 if metric.name == "auc" else 1e-6
         got = _feed(metric, y.reshape(-1, 1).astype("float32"), p.reshape(-1, 1))
         assert got == pytest.approx(expected[metric.name], abs=tolerance), metric.name
@@ -89,10 +89,10 @@ def test_streaming_metrics_equal_scikit_learn_macro_over_five_classes():
     assert 3 not in predicted and 3 in y
     one_hot = np.eye(5, dtype="float32")[y]
     weights = rng.uniform(0.5, 2.0, n).astype("float32")
-    for metric in make_metrics("classification", 5):
+    for metric in keras_metrics("classification", 5):
         if metric.name == "auc":
             # Keras's per-label AUC of a label that never occurs is 0 where scikit-learn has none: use four.
-            auc = make_metrics("classification", 4)[-1]
+            auc = keras_metrics("classification", 4)[-1]
             got = _feed(auc, one_hot[:, :4], p[:, :4])
             assert got == pytest.approx(sk.roc_auc_score(y, p[:, :4], multi_class="ovr"), abs=1e-3)
             continue

@@ -10,6 +10,9 @@ def metric_names(task: str) -> tuple[str, ...]:
     return ("loss", "accuracy", "precision", "recall", "f1_score", "auc")
 
 
+# The score a task's models are ranked by on the test split, baselines and champions alike.
+PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
+
 # Metrics where bigger is better; the rest (loss, mse, mae) are minimised.
 MAXIMISED = {"accuracy", "precision", "recall", "f1_score", "auc", "r2_score"}
 

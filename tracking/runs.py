@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import pathlib
 
@@ -19,8 +20,11 @@ ERROR_TAG = "error"
 
 _PACKAGES = ("pipelines", "tracking")
 
+
+@functools.cache
 def code_version() -> str:
-    """A digest of fittrack's own source, so reuse notices uncommitted changes too."""
+    """A digest of fittrack's own source, so reuse notices uncommitted changes too. Read once per
+    process: it is the code the process imported, and every step run and trial is tagged with it."""
     root = pathlib.Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for package in _PACKAGES:

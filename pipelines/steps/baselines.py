@@ -14,9 +14,9 @@ from pipelines import baselines as baseline_models
 from pipelines.metrics import METRIC_AVERAGING_TAG, averaging
 from tracking import runs
 from tracking.datasets import load_split
+from tracking.metric_names import PRIMARY_METRIC
 
 STEP = "baselines"
-PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
 
 
 def run_baselines(split_run_id: str, seed: int, nested: bool = False) -> str:

@@ -22,8 +22,9 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import data as data_sources
 from pipelines.errors import FittrackError
-from pipelines.params import DEFAULT_METRIC
-from tracking.metric_names import mode_of
+from pipelines.params import DEFAULT_METRIC, DataParams
+from pipelines.steps.split import run_name
+from tracking.metric_names import PRIMARY_METRIC, mode_of
 from tracking import env, runs
 from tracking.datasets import load_split
 
@@ -33,12 +34,12 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 PROMOTION_TAG, PENDING, PROMOTED, KEPT, FAILED = "fittrack.promotion", "pending", "promoted", "kept", "failed"
 # On the register run and the version: "fair: ...", "unfair: ..." or "none: ...", with the reason.
 COMPARISON_TAG = "fittrack.comparison"
-SCORE = {"classification": "accuracy", "regression": "r2_score"}
 # Fewer unseen rows than this compare noise, not models.
 MIN_COMPARED_ROWS, MIN_COMPARED_SHARE = 30, 0.1
 # Past this many promotion decisions, a split's test rows have become a selection set.
 TEST_SET_DECISIONS_WARNING = 10
-SPLIT_PARAMS = ("target", "task", "val_fraction", "test_fraction", "seed")
+# Two split runs of the same data with these params equal hold the same rows: split reuse's match.
+SPLIT_PARAMS = tuple(DataParams().match_params())
 
 
 @dataclass
@@ -66,11 +67,11 @@ def run_register(metric: str = DEFAULT_METRIC, run_id: str = "", study: str = ""
             raise FittrackError(f"run {source.info.run_id} has no logged model and split to register")
         data = load_split(split_run_id)
         # Named like the other steps' runs (`register-digits`), once the data is known.
-        mlflow.set_tag("mlflow.runName", f"{STEP}-{data_sources.data_name(data.source)}")
+        mlflow.set_tag("mlflow.runName", run_name(STEP, data.source))
         name = model_name or data_sources.data_name(data.source)
         runs.log_params({"metric": metric, "model_name": name, "source_run_id": source.info.run_id,
                          "split_run_id": split_run_id, "promote_without_comparison": promote_without_comparison})
-        score_name = f"test_{SCORE[data.task]}"
+        score_name = f"test_{PRIMARY_METRIC[data.task]}"
         test = data.parts["test"]
         predicted = _predict(model_uri, test.x)
         test_score = _score(data.task, test.y, predicted)
@@ -81,20 +82,22 @@ def run_register(metric: str = DEFAULT_METRIC, run_id: str = "", study: str = ""
             PROMOTION_TAG: PENDING, "fittrack.register_run_id": mlflow.active_run().info.run_id,
         })
         try:
-            done = _decide(client, name, version.version, data, predicted, score_name, promote_without_comparison)
+            done = _decide(client, name, version.version, data, predicted, test_score, score_name,
+                           promote_without_comparison)
         except BaseException:
             _set_version_tag(client, name, version.version, PROMOTION_TAG, FAILED)
             raise
         return {"name": name, "version": version.version, **done}
 
 
-def _decide(client, name: str, version: str, data, predicted, score_name: str, promote_unfair: bool) -> dict:
+def _decide(client, name: str, version: str, data, predicted, test_score: float, score_name: str,
+            promote_unfair: bool) -> dict:
     """Wait for the earlier versions, compare with the champion they left, move the aliases."""
     _wait_for_earlier_promotions(client, name, int(version))
     client.set_registered_model_alias(name, CHALLENGER, version)
     champion = _current(client, name)
     test = data.parts["test"]
-    challenger_score, champion_score = _score(data.task, test.y, predicted), None
+    challenger_score, champion_score = test_score, None
     if champion is None or champion.version == version:
         comparison = Comparison(None, "none: no champion yet")
         promoted = True

@@ -234,14 +234,12 @@ def _check_split(client, run, split_run_id: str) -> None:
         if context in trained_on and trained_on[context] != dataset.digest:
             raise FittrackError(f"the {name} part of split run '{split_run_id}' is not the one run '{run_id}' "
                                 f"trained on (digest {trained_on[context]} then, {dataset.digest} now)")
-    # Loaded as the split step loaded it: every DataParams field that the loader takes (target,
-    # task, mixed_columns, ...), from the path the split resolved (the run may have named it relatively).
+    # Loaded as the split step loaded it (DataParams.load), from the path the split resolved (the run
+    # may have named it relatively).
     split_params = parse_config(DataParams, split_run.data.params, split_run_id, [])
     source = split.source or split_params.data
-    accepted = inspect.signature(data_sources.load).parameters
-    options = {k: v for k, v in dataclasses.asdict(split_params).items() if k in accepted and k != "data"}
     try:
-        dataset = data_sources.load(source, **options)
+        dataset = dataclasses.replace(split_params, data=source).load()
     except FittrackError as exc:
         raise FittrackError(f"{exc}; cannot reproduce the split of run {run_id}") from None
     then = split_run.data.tags.get(runs.DATA_DIGEST_TAG, split.digest)

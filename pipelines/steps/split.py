@@ -15,12 +15,13 @@ from tracking.datasets import SplitData, log_split
 STEP = "split"
 
 
-def run_split(params: DataParams, nested: bool = False) -> str:
-    """Load, split and log; return the split run's id. `nested`: a new run under the active one."""
+def run_split(params: DataParams, nested: bool = False, dataset: data_sources.Dataset | None = None) -> str:
+    """Load (unless the caller has `dataset` already), split and log; return the split run's id.
+    `nested`: a new run under the active one."""
     params.split_config.validate()
     with runs.step_run(STEP, run_name=run_name(STEP, params.data), nested=nested) as run:
         runs.log_params(asdict(params))
-        dataset = params.load()
+        dataset = dataset or params.load()
         mlflow.set_tags({runs.DATA_DIGEST_TAG: dataset.digest, "fittrack.task": dataset.task})
         parts = split(params.split_config, dataset)
         classes = sorted(set(dataset.y.tolist())) if dataset.task == "classification" else []
@@ -47,10 +48,11 @@ def find_split(params: DataParams, dataset: data_sources.Dataset | None = None):
 def reuse_or_run_split(params: DataParams, dataset: data_sources.Dataset | None = None) -> tuple[str, bool]:
     """Return (split run id, reused?); a new split is a run nested under the caller's active run."""
     params.split_config.validate()
+    dataset = dataset or params.load()
     found = find_split(params, dataset)
     if found is not None:
         return found.info.run_id, True
-    return run_split(params, nested=True), False
+    return run_split(params, nested=True, dataset=dataset), False
 
 
 def run_name(step: str, data: str) -> str:

@@ -20,12 +20,12 @@ from pipelines.params import DataParams
 from pipelines.steps.split import reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
 from tracking import entry, outage, runs
+from tracking.metric_names import PRIMARY_METRIC
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
 
 STEP = "train"
 #: Where a train run keeps its last epoch (BackupAndRestore) until it has finished.
 RESUME_DIR = os.path.join(".fittrack", "resume")
-PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2_score"}
 _REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", "numpy")
 
 

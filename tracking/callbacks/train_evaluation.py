@@ -41,8 +41,6 @@ class TrainEvaluation(keras.callbacks.Callback):
 
 def training_sample(n: int, size: int, seed: int):
     """Indices of a fixed, seeded sample of `size` of `n` training rows (all of them when fewer), in order."""
-    import numpy as np
-
     if n <= size:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
