@@ -39,7 +39,7 @@ def main():
     from pipelines.tracked_fit import TRAIN_EVAL_ROWS
     from tracking.callbacks import (BestCheckpointLogger, MlflowMetricsLogger, TerminateOnNaN, TrainEvaluation,
                                     training_sample)
-    from tracking.models import encode_target
+    from tracking.features import encode_target
 
     workdir = tempfile.mkdtemp(prefix="fittrack-bench-")
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")

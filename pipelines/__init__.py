@@ -1,6 +1,8 @@
-"""fittrack's pipeline steps: split, train (and later tune, register).
+"""fittrack's pipeline: the steps (pipelines/steps/: split, baselines, train, tune, register, main,
+reproduce), what they are made of (data, split, models, fit, evaluate, tune, transfer), and the
+commands (cli, with the compare and server commands beside it).
 
-Each step is a pure function under a thin click command. Importing this package
+Each step is a function under a thin click command. Importing this package
 must stay cheap: TensorFlow and Keras are imported inside the functions that train.
 """
 

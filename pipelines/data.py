@@ -11,16 +11,12 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import FittrackError
+from pipelines.params import BUILTINS
 
 BUILTIN_PREFIX = "builtin:"
-BUILTINS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
 FILE_TYPES = (".csv", ".parquet", ".pq", ".npz")
-TASKS = ("auto", "classification", "regression")
 # An integer target with at most this many distinct values is taken for classes.
 MAX_AUTO_CLASSES = 20
-# What becomes of a column of numbers holding a few strings (`abc`, `n/a?`): `numeric` makes the
-# strings missing values, `categorical` keeps every value as a category, `error` stops.
-MIXED_COLUMNS = ("numeric", "categorical", "error")
 # A text column is taken for numbers with typos when at least this share of its values parse:
 # below it, the strings are likely real categories that happen to include some numbers.
 MIXED_NUMERIC_SHARE = 0.9
@@ -56,11 +52,8 @@ def load(data: str, target: str = "target", task: str = "auto", mixed_columns: s
     """Load `data` (builtin:NAME or a file path) and check the target.
 
     `mixed_columns` says what becomes of a column of numbers that holds a few strings (see
-    MIXED_COLUMNS); it is converted here, so every split part and model sees the same values."""
-    if task not in TASKS:
-        raise FittrackError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
-    if mixed_columns not in MIXED_COLUMNS:
-        raise FittrackError(f"unknown mixed_columns '{mixed_columns}'; choose one of {', '.join(MIXED_COLUMNS)}")
+    pipelines.params.MIXED_COLUMNS); it is converted here, so every split part and model sees the same
+    values. The arguments are checked where they are given, by pipelines.params.DataParams."""
     if data.startswith(BUILTIN_PREFIX):
         x, y, kind, known_task = _load_builtin(data[len(BUILTIN_PREFIX):])
         target = "target"
@@ -87,7 +80,7 @@ def load(data: str, target: str = "target", task: str = "auto", mixed_columns: s
         labels = pd.unique(pd.Series(y))
         if len(labels) < 2:
             raise FittrackError(
-                f"{where} holds one class only ('{labels[0]}' in all {len(y)} rows); "
+                f"{where} holds one class only ({str(labels[0])!r} in all {len(y)} rows); "
                 f"classification needs at least two classes"
             )
     coerced = []
@@ -123,7 +116,7 @@ def convert_mixed_columns(x: pd.DataFrame, mixed_columns: str, source: str) -> t
     if not found:
         return x, []
     for column, strings in found.items():
-        described = (f"column '{column}' of '{source}' is numeric except for {len(strings)} "
+        described = (f"column {column!r} of {source!r} is numeric except for {len(strings)} "
                      f"value{'s' if len(strings) != 1 else ''}: {_quoted(strings)}")
         if mixed_columns == "error":
             raise FittrackError(f"{described}; fix them, or pass mixed_columns=numeric (they become missing "
@@ -134,7 +127,7 @@ def convert_mixed_columns(x: pd.DataFrame, mixed_columns: str, source: str) -> t
         warnings.warn(f"{described}; {outcome}", MixedColumnWarning, stacklevel=2)
     if mixed_columns == "categorical":
         return x, []
-    from tracking.models import numeric_as_numbers  # as the served model reads such columns too
+    from tracking.features import numeric_as_numbers  # as the served model reads such columns too
 
     return numeric_as_numbers(x, list(found)), list(found)
 
@@ -144,8 +137,8 @@ def _target_words(data: str, target: str) -> str:
     if data.startswith(BUILTIN_PREFIX):
         return f"target column 'target' of {data}"
     if data.lower().endswith(".npz"):
-        return f"target array 'y' of '{data}'"
-    return f"target column '{target}' of '{data}'"
+        return f"target array 'y' of {data!r}"
+    return f"target column {target!r} of {data!r}"
 
 
 def _not_numbers(values: pd.Series) -> pd.Series:
@@ -193,7 +186,7 @@ def _load_builtin(name: str):
 
     if name not in BUILTINS:
         accepted = ", ".join(BUILTIN_PREFIX + b for b in BUILTINS)
-        raise FittrackError(f"unknown builtin data set '{BUILTIN_PREFIX}{name}'; choose one of {accepted}")
+        raise FittrackError(f"unknown builtin data set {BUILTIN_PREFIX + name!r}; choose one of {accepted}")
     if name == "digits":
         bunch = datasets.load_digits()
         return bunch.images, bunch.target, "image", "classification"
@@ -207,26 +200,26 @@ def _load_file(path: str, target: str):
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in FILE_TYPES:
         raise FittrackError(
-            f"unsupported data file type '{suffix or path}'; use a CSV (.csv), Parquet (.parquet) "
+            f"unsupported data file type {suffix or path!r}; use a CSV (.csv), Parquet (.parquet) "
             f"or NPZ (.npz) file, or builtin:NAME"
         )
     if not os.path.isfile(path):
-        raise FittrackError(f"data file not found: '{path}'")
+        raise FittrackError(f"data file not found: {path!r}")
     if suffix == ".npz":
         return _load_npz(path)
     try:
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError as exc:
-        raise FittrackError(f"data file '{path}' is empty: no header, no rows") from exc
+        raise FittrackError(f"data file {path!r} is empty: no header, no rows") from exc
     except Exception as exc:  # pandas raises many types for unreadable files
-        raise FittrackError(f"cannot read data file '{path}': {exc}".splitlines()[0]) from exc
+        raise FittrackError(f"cannot read data file {path!r}: {exc}".splitlines()[0]) from exc
     if len(frame) == 0:
         # An empty split would otherwise be blamed on val_fraction and test_fraction.
         columns = ", ".join(map(str, frame.columns[:20]))
-        raise FittrackError(f"data file '{path}' has no rows" + (f" (its columns: {columns})" if columns else ""))
+        raise FittrackError(f"data file {path!r} has no rows" + (f" (its columns: {columns})" if columns else ""))
     if target not in frame.columns:
         columns = ", ".join(map(str, frame.columns[:20]))
-        raise FittrackError(f"target column '{target}' is not in '{path}'; its columns are: {columns}")
+        raise FittrackError(f"target column {target!r} is not in {path!r}; its columns are: {columns}")
     return frame.drop(columns=[target]), frame[target].to_numpy(), "tabular"
 
 
@@ -234,24 +227,24 @@ def _load_npz(path: str):
     try:
         arrays = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise FittrackError(f"cannot read NPZ file '{path}': {exc}".splitlines()[0]) from exc
+        raise FittrackError(f"cannot read NPZ file {path!r}: {exc}".splitlines()[0]) from exc
     missing = [k for k in ("x", "y") if k not in arrays.files]
     if missing:
         raise FittrackError(
-            f"NPZ file '{path}' has no array {' or '.join(repr(m) for m in missing)}; "
+            f"NPZ file {path!r} has no array {' or '.join(repr(m) for m in missing)}; "
             f"it needs arrays 'x' and 'y' (it has: {', '.join(arrays.files) or 'none'})"
         )
     x, y = arrays["x"], arrays["y"]
     if len(x) == 0 and len(y) == 0:
-        raise FittrackError(f"NPZ file '{path}' has no rows ('x' has shape {x.shape})")
+        raise FittrackError(f"NPZ file {path!r} has no rows ('x' has shape {x.shape})")
     if len(x) != len(y):
-        raise FittrackError(f"NPZ file '{path}': 'x' has {len(x)} rows but 'y' has {len(y)}")
+        raise FittrackError(f"NPZ file {path!r}: 'x' has {len(x)} rows but 'y' has {len(y)}")
     if x.ndim == 2:
         return pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])]), y, "tabular"
     if x.ndim in (3, 4):
         return x, y, "image"
     raise FittrackError(
-        f"NPZ file '{path}': 'x' has shape {x.shape}; expected N x features or N x H x W [x C] images"
+        f"NPZ file {path!r}: 'x' has shape {x.shape}; expected N x features or N x H x W [x C] images"
     )
 
 
@@ -260,6 +253,6 @@ def _check_target(y: np.ndarray, target: str) -> None:
     if missing.any():
         rows = ", ".join(map(str, np.flatnonzero(missing.to_numpy())[:5]))
         raise FittrackError(
-            f"target column '{target}' has {int(missing.sum())} missing values (rows {rows}...); "
+            f"target column {target!r} has {int(missing.sum())} missing values (rows {rows}...); "
             f"drop or fill them first"
         )

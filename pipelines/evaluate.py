@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from pipelines.train import Prepared
+    from tracking.features import Prepared
 
 
 def evaluate_test(model, prepared: Prepared) -> tuple[dict, np.ndarray]:
@@ -15,7 +15,7 @@ def evaluate_test(model, prepared: Prepared) -> tuple[dict, np.ndarray]:
     val_loss), the other `test_` metrics from scikit-learn on the predictions (pipelines.metrics,
     exact where the per-epoch AUC is approximate), and the predicted labels or values."""
     from pipelines.metrics import classification_scores, regression_scores
-    from tracking.models import class_probabilities, decode_output
+    from tracking.features import class_probabilities, decode_output
 
     features, meta, y_true = prepared.features["test"], prepared.meta, prepared.labels["test"]
     loss = model.evaluate(features, prepared.targets["test"], verbose=0, return_dict=True)["loss"]

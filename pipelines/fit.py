@@ -11,7 +11,8 @@ import numpy as np
 from tracking.metric_names import mode_of
 
 if TYPE_CHECKING:
-    from pipelines.train import Prepared, TrainConfig
+    from pipelines.train import TrainConfig
+    from tracking.features import Prepared
 
 
 def class_weights(config: TrainConfig, prepared: Prepared):
@@ -19,7 +20,7 @@ def class_weights(config: TrainConfig, prepared: Prepared):
         return None
     from sklearn.utils.class_weight import compute_class_weight
 
-    from tracking.models import class_codes
+    from tracking.features import class_codes
 
     codes = class_codes(prepared.labels["train"], prepared.meta["classes"])
     weights = compute_class_weight("balanced", classes=np.unique(codes), y=codes)

@@ -51,7 +51,7 @@ def predicted_labels(proba, classes) -> np.ndarray:
     classes = np.asarray(classes)
     proba = np.asarray(proba)
     if len(classes) == 2:
-        # As the sigmoid output is decoded (tracking.models.decode_output): ties go to the positive class.
+        # As the sigmoid output is decoded (tracking.features.decode_output): ties go to the positive class.
         return classes[(proba[:, 1] >= THRESHOLD).astype(int)]
     return classes[np.argmax(proba, axis=1)]
 

@@ -82,22 +82,22 @@ def load_space(path: str | None, family: str) -> dict:
         with open(path) as f:
             document = yaml.safe_load(f)
     except FileNotFoundError:
-        raise FittrackError(f"search space file not found: '{path}'") from None
+        raise FittrackError(f"search space file not found: {path!r}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise FittrackError(f"search space file '{path}' is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise FittrackError(f"search space file {path!r} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
     if document is None:
         return space
     if not isinstance(document, dict):
-        raise FittrackError(f"search space file '{path}' must map parameter names to ranges, got a "
+        raise FittrackError(f"search space file {path!r} must map parameter names to ranges, got a "
                             f"{type(document).__name__}")
     families = set(DEFAULTS)
     if set(document) & families:
         document = {**{k: v for k, v in document.items() if k not in families}, **(document.get(family) or {})}
     for name, spec in document.items():
         if name not in TUNABLE:
-            raise FittrackError(f"search space file '{path}' names unknown parameter '{name}'; "
+            raise FittrackError(f"search space file {path!r} names unknown parameter {name!r}; "
                                 f"tunable are: {', '.join(TUNABLE)}")
         space[name] = parse_spec(name, spec, path)
     return space
@@ -108,20 +108,20 @@ def parse_spec(name: str, spec, path: str = "search space"):
         if "choices" in spec:
             choices = spec["choices"]
             if not isinstance(choices, list) or not choices:
-                raise FittrackError(f"{path}: '{name}' choices must be a non-empty list, got {choices!r}")
+                raise FittrackError(f"{path}: {name!r} choices must be a non-empty list, got {choices!r}")
             return Choice(tuple(_number(c) for c in choices))
         if "low" in spec and "high" in spec:
             low, high = _number(spec["low"]), _number(spec["high"])
             if not all(isinstance(v, (int, float)) for v in (low, high)):
-                raise FittrackError(f"{path}: '{name}' low and high must be numbers, got {low!r} and {high!r}")
+                raise FittrackError(f"{path}: {name!r} low and high must be numbers, got {low!r} and {high!r}")
             if low > high:
-                raise FittrackError(f"{path}: '{name}' has low {low} above high {high}")
+                raise FittrackError(f"{path}: {name!r} has low {low} above high {high}")
             log = bool(spec.get("log", False))
             if log and low <= 0:
-                raise FittrackError(f"{path}: '{name}' on a log scale needs low > 0, got {low}")
+                raise FittrackError(f"{path}: {name!r} on a log scale needs low > 0, got {low!r}")
             integer = isinstance(low, int) and isinstance(high, int)
             return Range(low, high, log=log, integer=integer)
-        raise FittrackError(f"{path}: '{name}' needs 'low' and 'high', or 'choices', or a fixed value; got {spec!r}")
+        raise FittrackError(f"{path}: {name!r} needs 'low' and 'high', or 'choices', or a fixed value; got {spec!r}")
     if isinstance(spec, list):
         return parse_spec(name, {"choices": spec}, path)
     return Fixed(_number(spec))

@@ -10,36 +10,31 @@ import pandas as pd
 from pipelines.data import Dataset
 from pipelines.errors import FittrackError
 from pipelines.params import DataParams
+from tracking.fields import check_fields, param_like
 from tracking.parts import PARTS, Part
 
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = DataParams.val_fraction
-    test_fraction: float = DataParams.test_fraction
-    seed: int = DataParams.seed
+    val_fraction: float = param_like(DataParams, "val_fraction")
+    test_fraction: float = param_like(DataParams, "test_fraction")
+    seed: int = param_like(DataParams, "seed")
 
-    def validate(self) -> None:
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise FittrackError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+    def __post_init__(self):
+        check_fields(self)
         total = self.val_fraction + self.test_fraction
         if total >= 1.0:
-            raise FittrackError(
-                f"val_fraction + test_fraction must be below 1 to leave training rows, "
-                f"got {self.val_fraction} + {self.test_fraction} = {total:g}"
-            )
+            raise FittrackError(f"val_fraction + test_fraction must be below 1 to leave training rows, got "
+                                f"{self.val_fraction!r} + {self.test_fraction!r} = {total:g}")
 
 
 def split(config: SplitConfig, data: Dataset) -> dict[str, Part]:
     """Return {"train", "val", "test"} parts; the test part is meant to be touched once."""
     from sklearn.model_selection import train_test_split
 
-    config.validate()
     n = len(data)
     if n == 0:
-        raise FittrackError(f"'{data.source}' has no rows to split")
+        raise FittrackError(f"{data.source!r} has no rows to split")
     sizes = _part_sizes(n, config)
     for part, size in sizes.items():
         if size < 1:
@@ -76,7 +71,7 @@ def _check_stratifiable(y: np.ndarray, sizes: dict[str, int]) -> None:
     smallest = int(np.argmin(counts))
     if counts[smallest] < len(PARTS):
         raise FittrackError(
-            f"class '{labels[smallest]}' has only {counts[smallest]} row(s); a stratified "
+            f"class {str(labels[smallest])!r} has only {counts[smallest]} row(s); a stratified "
             f"train/validation/test split needs at least {len(PARTS)} rows of every class"
         )
     for part, size in sizes.items():

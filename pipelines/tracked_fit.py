@@ -22,6 +22,7 @@ from pipelines import fit as fitting
 from pipelines import metrics as fit_metrics
 from pipelines import train as training
 from pipelines.errors import FittrackError
+from tracking.features import Prepared
 from tracking.metric_names import mode_of
 
 #: Rows of the training split evaluated in inference mode at each epoch's end (`train_eval_loss`),
@@ -47,7 +48,7 @@ class FitOutcome:
     diagnosis: object
 
 
-def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_id: str, workdir: str,
+def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, workdir: str,
                 verbose: int | None = None, extra_callbacks: tuple = (), transfer=None,
                 resume_dir: str | None = None) -> FitOutcome:
     """Fit (from scratch, or from `transfer`'s loaded init model in phases) with every epoch tracked.
@@ -60,7 +61,8 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     A fit whose loss turns NaN or infinite stops there and raises FittrackError naming the epoch
     and the learning rate, after tagging the run `diverged`.
     """
-    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger, TrainEvaluation, training_sample
+    from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, MlflowMetricsLogger, TrainEvaluation,
+                                    training_sample)
 
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
@@ -80,13 +82,10 @@ def fit_tracked(config: training.TrainConfig, prepared: training.Prepared, run_i
     # First, so that every other callback (the metrics logger, the History) sees its value.
     callbacks.insert(0, TrainEvaluation(prepared.features["train"][sample], prepared.targets["train"][sample]))
     if resume_dir:
-        import keras
-
         # After the metrics logger: an epoch is journaled before it is backed up, so a restored
         # run never lacks an epoch it skips. Two backups: a kill during a save leaves a broken
-        # file, and Keras then restores the one before.
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(resume_dir, "keras"),
-                                                          double_checkpoint=True))
+        # file, and the one before is restored.
+        callbacks.append(BackupAndRestore(os.path.join(resume_dir, "keras")))
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:

@@ -1,4 +1,5 @@
-"""The train step: a Keras fit with callbacks, every epoch and the best checkpoint tracked."""
+"""The training configuration (every hyperparameter of a train run, checked as it is made) and the
+model it resolves to for the data; the train step itself is pipelines/steps/train.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pipelines.errors import FittrackError
 from pipelines.models import MODELS, OPTIMIZERS
 from pipelines.params import DEFAULT_METRIC, DataParams, param
+from tracking.fields import check_fields
 from tracking.metric_names import metric_names
 
 CLASS_WEIGHTS = ("none", "balanced")
@@ -46,89 +48,27 @@ class TrainConfig:
     seed: int = DataParams.seed  # the data parameters' seed: one seed for the split and the fit
     resolved_model: str = field(default="", repr=False)
 
-    def validate(self, task: str | None = None) -> None:
-        _choice("model", self.model, MODELS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
-        _choice("device", self.device, DEVICES)
-        for name in ("layers", "units", "batch_size", "epochs"):
-            _positive_int(name, getattr(self, name))
-        for name in ("patience", "reduce_lr_patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise FittrackError(f"{name} must be a whole number >= 0, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise FittrackError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.learning_rate > 0:
-            raise FittrackError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not self.l2 >= 0:
-            raise FittrackError(f"l2 must be >= 0, got {self.l2}")
-        if not 0.0 <= self.augment < 0.5:
-            raise FittrackError(f"augment must be in [0, 0.5), got {self.augment}")
-        if task is not None:
-            accepted = [f"val_{m}" for m in metric_names(task)]
-            if self.monitor not in accepted:
-                raise FittrackError(
-                    f"unknown monitor '{self.monitor}' for {task}; choose one of {', '.join(accepted)}"
-                )
-            if self.class_weight == "balanced" and task == "regression":
-                raise FittrackError("class_weight 'balanced' needs a classification task, not regression")
+    def __post_init__(self):
+        check_fields(self)
+
+    def check_task(self, task: str) -> None:
+        """What the data's task allows, once it is known: the monitor, class weights."""
+        accepted = [f"val_{m}" for m in metric_names(task)]
+        if self.monitor not in accepted:
+            raise FittrackError(f"monitor must be one of {', '.join(accepted)} for {task}, got {self.monitor!r}")
+        if self.class_weight == "balanced" and task == "regression":
+            raise FittrackError(f"class_weight must be none for regression, got {self.class_weight!r}")
 
     def params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "resolved_model"}
-
-
-def _choice(name, value, accepted):
-    if value not in accepted:
-        raise FittrackError(f"unknown {name} '{value}'; choose one of {', '.join(accepted)}")
-
-
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise FittrackError(f"{name} must be a positive whole number, got {value!r}")
 
 
 def resolve_model(config: TrainConfig, kind: str) -> str:
     if config.model == "auto":
         return "cnn" if kind == "image" else "mlp"
     if config.model == "cnn" and kind != "image":
-        raise FittrackError("model 'cnn' needs image data (N x H x W [x C]); this data is tabular: use mlp or auto")
+        raise FittrackError("model must be mlp or auto for tabular data, got 'cnn' (it needs images: N x H x W [x C])")
     return config.model
-
-
-@dataclass
-class Prepared:
-    """The split as the network sees it, plus what the logged model needs to redo it."""
-
-    features: dict
-    targets: dict  # encoded for the loss
-    labels: dict  # as the source had them
-    meta: dict
-    preprocessor: object
-    image_scale: float
-    raw_train_x: object = None  # a few of these rows become the model's input example
-
-
-def prepare(data) -> Prepared:
-    """Fit preprocessing on the training part only; apply it to all three."""
-    from pipelines.preprocess import feature_types, image_scale, make_preprocessor
-    from tracking.models import categorical_as_strings, encode_target, prepare_features
-
-    train_x = data.parts["train"].x
-    meta = {"kind": data.kind, "task": data.task, "classes": list(data.classes), "target": data.target}
-    preprocessor, scale = None, 1.0
-    if data.kind == "image":
-        meta["input_shape"] = list(train_x.shape[1:])
-        scale = image_scale(train_x)
-    else:
-        numeric, categorical = feature_types(train_x)
-        meta.update(columns=list(map(str, train_x.columns)), categorical=categorical, coerced=list(data.coerced))
-        preprocessor = make_preprocessor(train_x)
-        preprocessor.fit(categorical_as_strings(train_x, categorical))
-    features = {n: prepare_features(p.x, meta, preprocessor) for n, p in data.parts.items()}
-    targets = {n: encode_target(p.y, meta) for n, p in data.parts.items()}
-    labels = {n: p.y for n, p in data.parts.items()}
-    return Prepared(features, targets, labels, meta, preprocessor, scale, raw_train_x=train_x)
 
 
 def write_json(path: str, payload: dict) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pipelines.errors import FittrackError
+from tracking.fields import check_fields, param
 
 __all__ = ["HEAD_INITS", "Phase", "Transfer", "TransferConfig", "fit_probe", "resolve", "set_body_trainable",
            "with_new_head"]
@@ -42,22 +43,19 @@ PROBE_MAX_ROWS = 20_000
 class TransferConfig:
     """What the user asked for (logged as the run's params when `init_model` is set)."""
 
-    init_model: str = ""
-    freeze_epochs: int = 3
-    fine_tune_learning_rate: float = 0.0  # 0: the learning rate / FINE_TUNE_DIVISOR
-    head_init: str = "probe"
+    init_model: str = param("", "Start from this model's layers under a new output head: models:/NAME@ALIAS, "
+                            "models:/NAME/VERSION, runs:/RUN_ID/checkpoints/best.keras or a train run id (its best "
+                            "checkpoint). The network then comes from it, not from --model, --layers, --units.")
+    freeze_epochs: int = param(3, "With --init-model: epochs that train only the new head before every layer is "
+                               "fine-tuned (0: fine-tune every layer from the start; --epochs or more: never).", low=0)
+    fine_tune_learning_rate: float = param(0.0, "With --init-model: the learning rate once every layer trains (0: "
+                                           f"--learning-rate / {FINE_TUNE_DIVISOR:g}).", low=0)
+    head_init: str = param("probe", "With --init-model: probe starts the new head as a linear model fitted on the "
+                           "reused layers' features of the training split (LP-FT); random as Keras initialises it.",
+                           choices=HEAD_INITS)
 
-    def validate(self) -> None:
-        if not isinstance(self.init_model, str):
-            raise FittrackError(f"init_model must be a model URI or run id, got {self.init_model!r}")
-        value = self.freeze_epochs
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise FittrackError(f"freeze_epochs must be a whole number >= 0, got {value!r}")
-        rate = self.fine_tune_learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
-            raise FittrackError(f"fine_tune_learning_rate must be >= 0 (0: learning_rate / 10), got {rate!r}")
-        if self.head_init not in HEAD_INITS:
-            raise FittrackError(f"unknown head_init '{self.head_init}'; choose one of {', '.join(HEAD_INITS)}")
+    def __post_init__(self):
+        check_fields(self)
 
     def fine_tune_rate(self, learning_rate: float) -> float:
         return float(self.fine_tune_learning_rate) or learning_rate / FINE_TUNE_DIVISOR
@@ -120,12 +118,12 @@ class Transfer:
         else:
             network = mlflow.keras.load_model(self.network_uri, load_model_kwargs={"compile": False})
         if len(network.inputs) != 1:
-            raise FittrackError(f"init_model '{self.config.init_model}' takes {len(network.inputs)} inputs; "
+            raise FittrackError(f"init_model {self.config.init_model!r} takes {len(network.inputs)} inputs; "
                                 f"fittrack feeds a network one")
         expected = tuple(network.inputs[0].shape[1:])
         given = tuple(input_shape)
         if len(expected) != len(given) or any(e is not None and e != g for e, g in zip(expected, given)):
-            raise FittrackError(f"init_model '{self.config.init_model}' takes inputs of shape {expected}, "
+            raise FittrackError(f"init_model {self.config.init_model!r} takes inputs of shape {expected}, "
                                 f"but this data's features have shape {given}")
         self.network = network
 
@@ -134,7 +132,6 @@ def resolve(config: TransferConfig | None, client=None) -> Transfer | None:
     """Find the run behind `init_model`, before any run opens; None without `init_model`."""
     if config is None:
         return None
-    config.validate()
     uri = config.init_model.strip()
     if not uri:
         return None
@@ -151,7 +148,7 @@ def resolve(config: TransferConfig | None, client=None) -> Transfer | None:
     elif not any(c in uri for c in ":/\\"):
         transfer = Transfer(config, uri, CHECKPOINT_PATH)
     else:
-        raise FittrackError(f"init_model '{uri}' is not a model URI or run id; give {ACCEPTED}")
+        raise FittrackError(f"init_model {uri!r} is not a model URI or run id; give {ACCEPTED}")
     _check_run(client, transfer)
     return transfer
 
@@ -166,7 +163,7 @@ def _from_registry(client, config: TransferConfig, uri: str) -> Transfer:
         version = registered.aliases.get(alias)
         if version is None:
             known = ", ".join(sorted(registered.aliases)) or "none"
-            raise FittrackError(f"init_model '{uri}': registered model '{name}' has no alias '{alias}' "
+            raise FittrackError(f"init_model {uri!r}: registered model {name!r} has no alias {alias!r} "
                                 f"(its aliases: {known})")
     elif "/" in reference:
         name, _, version = reference.rpartition("/")
@@ -178,18 +175,18 @@ def _from_registry(client, config: TransferConfig, uri: str) -> Transfer:
         except MlflowException:
             run_id = None
         if not run_id:
-            raise FittrackError(f"init_model '{uri}' names no version or alias; give models:/{reference}@ALIAS "
+            raise FittrackError(f"init_model {uri!r} names no version or alias; give models:/{reference}@ALIAS "
                                 f"or models:/{reference}/VERSION")
         return Transfer(config, run_id, NETWORK_PATH)
     try:
         found = client.get_model_version(name, str(version))
     except MlflowException:
         versions = sorted((v.version for v in client.search_model_versions(f"name = '{_quote(name)}'")), key=int)
-        raise FittrackError(f"init_model '{uri}': registered model '{name}' has no version '{version}' "
+        raise FittrackError(f"init_model {uri!r}: registered model {name!r} has no version {version!r} "
                             f"(its versions: {', '.join(map(str, versions)) or 'none'})") from None
     run_id = found.run_id or (found.tags or {}).get("source_run_id")
     if not run_id:
-        raise FittrackError(f"init_model '{uri}': version {found.version} of '{name}' has no source run "
+        raise FittrackError(f"init_model {uri!r}: version {found.version} of {name!r} has no source run "
                             f"holding its Keras network")
     return Transfer(config, run_id, NETWORK_PATH, name=name, version=str(found.version))
 
@@ -201,7 +198,7 @@ def _registered_model(client, name: str, uri: str):
         return client.get_registered_model(name)
     except MlflowException:
         known = ", ".join(sorted(m.name for m in client.search_registered_models(max_results=20))) or "none"
-        raise FittrackError(f"init_model '{uri}': no registered model named '{name}' "
+        raise FittrackError(f"init_model {uri!r}: no registered model named {name!r} "
                             f"(registered: {known})") from None
 
 
@@ -215,12 +212,12 @@ def _check_run(client, transfer: Transfer) -> None:
     try:
         client.get_run(transfer.run_id)
     except MlflowException:
-        raise FittrackError(f"init_model '{uri}': run '{transfer.run_id}' not found in the tracking store") from None
+        raise FittrackError(f"init_model {uri!r}: run {transfer.run_id!r} not found in the tracking store") from None
     # A .keras file, or an MLflow Keras model folder (which holds an MLmodel file).
     wanted, folder = (path, posixpath.dirname(path)) if path.endswith(".keras") else (f"{path}/MLmodel", path)
     if wanted not in {a.path for a in client.list_artifacts(transfer.run_id, folder or None)}:
-        raise FittrackError(f"init_model '{uri}': run '{transfer.run_id}' has no Keras network at '{path}' "
-                            f"(fittrack train runs log '{NETWORK_PATH}' and '{CHECKPOINT_PATH}')")
+        raise FittrackError(f"init_model {uri!r}: run {transfer.run_id!r} has no Keras network at {path!r} "
+                            f"(fittrack train runs log {NETWORK_PATH!r} and {CHECKPOINT_PATH!r})")
 
 
 def _quote(value: str) -> str:
@@ -240,7 +237,7 @@ def with_new_head(network, task: str, n_classes: int, target_mean: float = 0.0, 
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
     if not dense:
-        raise FittrackError(f"the init model '{network.name}' has no Dense output layer to replace")
+        raise FittrackError(f"the init model {network.name!r} has no Dense output layer to replace")
     outputs = output_head(keras, dense[-1].input, task, n_classes, target_mean, target_std)
     model = keras.Model(network.inputs, outputs, name=network.name)
     body = [layer for layer in model.layers if any(layer is reused for reused in network.layers)]

@@ -10,13 +10,11 @@ from mlflow import MlflowClient
 
 from pipelines import train as training
 from pipelines.errors import FittrackError
+from pipelines.params import DIRECTIONS, PRUNERS, SAMPLERS
 from tracking.metric_names import MAXIMISED, metric_names, mode_of
 from tracking import runs
 from tracking.redact import mask_uri
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("median", "hyperband", "none")
-DIRECTIONS = ("auto", "minimize", "maximize")
 TRIAL_STEP = "trial"
 RUN_ID_ATTR = "mlflow_run_id"
 
@@ -25,14 +23,14 @@ def check_metric(metric: str, task: str) -> None:
     known = {f"val_{m}" for m in ("loss", "mse", "mae", "r2_score", *MAXIMISED)}
     logged = [f"val_{m}" for m in metric_names(task)]
     if metric not in known:
-        raise FittrackError(f"unknown metric '{metric}'; choose a validation metric: {', '.join(logged)}")
+        raise FittrackError(f"unknown metric {metric!r}; choose a validation metric: {', '.join(logged)}")
     if metric not in logged:
-        raise FittrackError(f"metric '{metric}' is not logged for {task}; choose one of {', '.join(logged)}")
+        raise FittrackError(f"metric {metric!r} is not logged for {task}; choose one of {', '.join(logged)}")
 
 
 def direction_for(metric: str, direction: str) -> str:
     if direction not in DIRECTIONS:
-        raise FittrackError(f"unknown direction '{direction}'; choose one of {', '.join(DIRECTIONS)}")
+        raise FittrackError(f"unknown direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
     if direction != "auto":
         return direction
     return "maximize" if mode_of(metric) == "max" else "minimize"
@@ -54,7 +52,7 @@ def make_sampler(name: str, seed: int):
         except ImportError:
             raise FittrackError("sampler 'gp' needs PyTorch: pip install torch (or choose tpe, random, cmaes)") from None
         return optuna.samplers.GPSampler(seed=seed)
-    raise FittrackError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
+    raise FittrackError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def make_pruner(name: str, epochs: int):
@@ -68,7 +66,7 @@ def make_pruner(name: str, epochs: int):
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise FittrackError(f"unknown pruner '{name}'; choose one of {', '.join(PRUNERS)}")
+    raise FittrackError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
 def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=None):
@@ -81,13 +79,13 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                           grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
     except sqlalchemy.exc.ArgumentError:
-        raise FittrackError(f"storage '{mask_uri(url)}' is not a database URL (e.g. sqlite:///optuna.db, "
+        raise FittrackError(f"storage {mask_uri(url)!r} is not a database URL (e.g. sqlite:///optuna.db, "
                             f"postgresql://user@host/db)") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise FittrackError(f"cannot reach storage '{mask_uri(url)}': {reason}") from None
+        raise FittrackError(f"cannot reach storage {mask_uri(url)!r}: {reason}") from None
     except ImportError as exc:
-        raise FittrackError(f"storage '{mask_uri(url)}' needs a database driver that is not installed "
+        raise FittrackError(f"storage {mask_uri(url)!r} needs a database driver that is not installed "
                             f"({exc.__cause__ or exc})") from None
 
 
@@ -115,9 +113,9 @@ def check_space(space: dict, base: training.TrainConfig, task: str, kind: str) -
         values = (spec.value,) if isinstance(spec, Fixed) else spec.choices if isinstance(spec, Choice) else (
             (spec.low, spec.high) if isinstance(spec, Range) else ())
         for value in values:
-            candidate = replace(base, **{name: value})
             try:
-                candidate.validate(task)
+                candidate = replace(base, **{name: value})
+                candidate.check_task(task)
                 training.resolve_model(candidate, kind)
             except FittrackError as exc:
                 raise FittrackError(f"search space: {name}={value!r} is not usable: {exc}") from None

@@ -22,7 +22,7 @@ def report(study, params, prepared, parent_run_id: str) -> None:
     mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
-        raise FittrackError(f"no trial of study '{params.study}' completed ({counts['pruned']} pruned, "
+        raise FittrackError(f"no trial of study {params.study!r} completed ({counts['pruned']} pruned, "
                             f"{counts['failed']} failed); see the trial runs' error tags")
     best = study.best_trial
     best_run_id = best.user_attrs.get(RUN_ID_ATTR, "")

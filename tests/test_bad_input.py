@@ -50,20 +50,18 @@ CASES = {
     "empty split": (TRAIN + ["--data", "{d}/tiny.csv", "--val-fraction", "0.05"], "the val split would be empty", 1),
     "fractions sum to 1": (TRAIN + ["--val-fraction", "0.5", "--test-fraction", "0.5"],
                            "val_fraction + test_fraction must be below 1", 1),
-    "epochs zero": (TRAIN + ["--epochs", "0"], "Invalid value for '--epochs': 0 is not in the range x>=1", 2),
+    "epochs zero": (TRAIN + ["--epochs", "0"], "epochs must be >= 1, got 0", 1),
     "epochs not a number": (TRAIN + ["--epochs", "ten"], "Invalid value for '--epochs': 'ten' is not a valid integer",
                             2),
-    "batch_size negative": (TRAIN + ["--batch-size", "-4"], "Invalid value for '--batch-size': -4 is not in the range",
-                            2),
-    "unknown model": (TRAIN + ["--model", "transformer"], "Invalid value for '--model': 'transformer' is not one of",
-                      2),
-    "unknown optimizer": (TRAIN + ["--optimizer", "adagrad2"],
-                          "Invalid value for '--optimizer': 'adagrad2' is not one of", 2),
+    "batch_size negative": (TRAIN + ["--batch-size", "-4"], "batch_size must be >= 1, got -4", 1),
+    "unknown model": (TRAIN + ["--model", "transformer"], "model must be one of auto, mlp, cnn, got 'transformer'", 1),
+    "unknown optimizer": (TRAIN + ["--optimizer", "adagrad2"], "optimizer must be one of adam, adamw, sgd, rmsprop, "
+                          "nadam, got 'adagrad2'", 1),
     "unknown monitor": (TRAIN + ["--data", "builtin:iris", "--monitor", "val_r2_score"],
-                        "unknown monitor 'val_r2_score' for classification; choose one of val_loss", 1),
+                        "monitor must be one of val_loss, val_accuracy", 1),
     "npz without y": (TRAIN + ["--data", "{d}/noy.npz"], "has no array 'y'", 1),
     "npz lengths differ": (TRAIN + ["--data", "{d}/uneven.npz"], "'x' has 5 rows but 'y' has 6", 1),
-    "cnn on a table": (TRAIN + ["--data", "builtin:iris", "--model", "cnn"], "model 'cnn' needs image data", 1),
+    "cnn on a table": (TRAIN + ["--data", "builtin:iris", "--model", "cnn"], "model must be mlp or auto for tabular data, got 'cnn'", 1),
     "one-class target": (TRAIN + ["--data", "{d}/oneclass.csv"],
                          "target column 'target' of '{d}/oneclass.csv' holds one class only ('spam' in all 30 rows)",
                          1),
@@ -81,9 +79,13 @@ CASES = {
         "task 'regression' needs a numeric target, but target column 'target' of '{d}/words.csv' holds values that "
         "are not numbers: 'low', 'high', 'n/a?'", 1),
     "unknown mixed_columns": (TRAIN + ["--mixed-columns", "drop"],
-                              "Invalid value for '--mixed-columns': 'drop' is not one of 'numeric', 'categorical', "
-                              "'error'", 2),
-    "unknown task": (SPLIT + ["--task", "clustering"], "Invalid value for '--task': 'clustering' is not one of", 2),
+                              "mixed_columns must be one of numeric, categorical, error, got 'drop'", 1),
+    "unknown task": (SPLIT + ["--task", "clustering"], "task must be one of auto, classification, regression, got "
+                     "'clustering'", 1),
+    "dropout out of range": (TRAIN + ["--dropout", "1"], "dropout must be in [0, 1), got 1.0", 1),
+    "outage_timeout out of range": (TRAIN + ["--outage-timeout", "601"], "outage_timeout must be in [0, 600], got "
+                                    "601.0", 1),
+    "unknown head_init": (TRAIN + ["--head-init", "zeros"], "head_init must be one of probe, random, got 'zeros'", 1),
 }
 
 

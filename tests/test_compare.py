@@ -156,9 +156,9 @@ def test_compare_opens_no_run(three_runs, tracking):
     (["--experiment", "no-such-experiment"], "experiment 'no-such-experiment' not found"),
     (["--study", "no-such-study"], "study 'no-such-study' has no trial runs"),
     (["--metric", "val_auc"], "no run logged metric 'val_auc'"),
-    (["--filter", "params.optimizer == 'adam'"], "invalid filter 'params.optimizer == 'adam''"),
+    (["--filter", "params.optimizer == 'adam'"], "invalid filter \"params.optimizer == 'adam'\""),
     (["--run-id", "0123456789abcdef"], "run '0123456789abcdef' not found"),
-    (["--plot", "curves.svg"], "plot 'curves.svg' must be a .png file"),
+    (["--plot", "curves.svg"], "plot must be a .png file, got 'curves.svg'"),
 ])
 def test_bad_input_is_one_line_naming_the_value(three_runs, tracking, args, named):
     result = _invoke(*args, "--output", "board.txt")

@@ -4,6 +4,7 @@ import pytest
 
 from pipelines import data
 from pipelines.errors import FittrackError
+from pipelines.params import MIXED_COLUMNS, DataParams
 
 
 @pytest.mark.parametrize("name, kind, task, classes", [
@@ -99,8 +100,8 @@ def test_target_with_nan(tmp_path):
 
 
 def test_unknown_task():
-    with pytest.raises(FittrackError, match="unknown task 'clustering'"):
-        data.load("builtin:iris", task="clustering")
+    with pytest.raises(FittrackError, match="task must be one of auto, classification, regression, got 'clustering'"):
+        DataParams(data="builtin:iris", task="clustering")
 
 
 def _mixed_csv(tmp_path, strings=("abc", "n/a?", "abc"), rows=60):
@@ -170,7 +171,7 @@ def test_mostly_text_and_clean_columns_are_left_alone(tmp_path, recwarn):
     # 4 of 6 values are numbers: under the 90% line, so these are categories, not typos.
     pd.DataFrame({"code": ["1", "2", "x", "3", "y", "4"], "n": [1.5, 2, 3, 4, 5, 6], "target": [0, 1] * 3}).to_csv(
         path, index=False)
-    for choice in data.MIXED_COLUMNS:
+    for choice in MIXED_COLUMNS:
         ds = data.load(str(path), mixed_columns=choice)
         assert ds.x["code"].tolist() == ["1", "2", "x", "3", "y", "4"]
         assert ds.x["n"].dtype == np.float64
@@ -204,8 +205,6 @@ def _write(p, name, text):
     (lambda p: _write(p, "words.csv", "x,target\n1,low\n2,high\n3,n/a?\n"), {"task": "regression"},
      "task 'regression' needs a numeric target, but target column 'target' of '{p}/words.csv' holds values that "
      "are not numbers: 'low', 'high', 'n/a?'"),
-    (lambda p: "builtin:iris", {"mixed_columns": "drop"},
-     "unknown mixed_columns 'drop'; choose one of numeric, categorical, error"),
 ])
 def test_data_faults_stop_at_load_with_one_line(tmp_path, make, kwargs, message):
     with pytest.raises(FittrackError) as info:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipelines.train import Prepared, TrainConfig
+from pipelines.train import TrainConfig
 from tracking.diagnosis import diagnose
+from tracking.features import Prepared
 
 # -- the rules, on made-up curves --------------------------------------------------------------
 
@@ -256,11 +257,12 @@ def test_the_default_digits_cnn_is_not_called_overfitting(tracking, tmp_path):
     from pipelines.split import SplitConfig, split
     from pipelines.tracked_fit import fit_tracked
     from tracking.datasets import SplitData
+    from tracking.features import prepare
 
     dataset = data_sources.load("builtin:digits")
     parts = split(SplitConfig(), dataset)
-    prepared = training.prepare(SplitData(parts, dataset.target, dataset.task, dataset.kind, dataset.source,
-                                          dataset.digest, classes=sorted(np.unique(dataset.y).tolist())))
+    prepared = prepare(SplitData(parts, dataset.target, dataset.task, dataset.kind, dataset.source,
+                                 dataset.digest, classes=sorted(np.unique(dataset.y).tolist())))
     for epochs in (3, 6):
         config = TrainConfig(epochs=epochs, tensorboard=False)
         config.resolved_model = training.resolve_model(config, dataset.kind)

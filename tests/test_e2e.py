@@ -117,9 +117,9 @@ def test_train_and_tune_entry_points_do_their_work_in_the_run_mlflow_made(tracki
 
 @pytest.mark.parametrize("args, message", [
     (["-P", "data=absent.csv"], "data file not found: 'absent.csv'"),
-    (["-e", "train", "-P", "epochs=0"], "Invalid value for '--epochs': 0 is not in the range x>=1"),
+    (["-e", "train", "-P", "epochs=0"], "epochs must be >= 1, got 0"),
     (["-e", "train", "-P", "data=builtin:diabetes", "-P", "monitor=val_accuracy"],
-     "unknown monitor 'val_accuracy' for regression"),
+     "monitor must be one of val_loss, val_mse, val_mae, val_r2_score for regression, got 'val_accuracy'"),
 ])
 def test_bad_input_fails_the_run_with_the_reason(tracking, args, message):
     done = mlflow_run(*args)

@@ -11,7 +11,7 @@ from pipelines.cli import cli
 from pipelines.metrics import METRIC_AVERAGING_TAG
 from pipelines.metrics import keras_metrics
 from tracking.datasets import load_split
-from tracking.models import prepare_features
+from tracking.features import prepare_features
 
 FAST = ["--epochs", "3", "--quiet", "--tensorboard", "false"]
 

@@ -14,9 +14,10 @@ import os
 from dataclasses import dataclass
 
 from tracking.errors import FittrackError
-from tracking.metric_names import mode_of
+from tracking.fields import check_fields, param
+from tracking.metric_names import DEFAULT_METRIC, mode_of
 
-__all__ = ["FORMATS", "Entry", "compare", "leaderboard", "plot_curves", "render", "rows", "select_runs"]
+__all__ = ["FORMATS", "CompareParams", "Entry", "compare", "leaderboard", "plot_curves", "render", "rows", "select_runs"]
 
 FORMATS = ("table", "csv", "json")
 #: The steps whose runs train a Keras model epoch by epoch.
@@ -39,17 +40,42 @@ class Entry:
     epochs_run: int
 
 
-def compare(metric: str = "val_loss", experiment: str = "", study: str = "", filter_string: str = "",
-            run_ids: tuple = (), output_format: str = "table", output: str = "", limit: int | None = None,
-            plot: str = "") -> str:
-    """Rank the selected runs by `metric`; return the rendered leaderboard, written to `output`
-    when given, and draw their validation curves into `plot` when given."""
+@dataclass
+class CompareParams:
+    """`fittrack compare`'s parameters (its options are built from these fields)."""
+
+    metric: str = param(DEFAULT_METRIC, "Validation metric that ranks the runs by their best epoch (loss, mse, mae "
+                        "minimised; the rest maximised), e.g. val_loss, val_accuracy, val_auc.")
+    experiment: str = param("", "Compare this experiment's train and trial runs (name or id; default: the current "
+                            "one).")
+    study: str = param("", "Only the trial runs of this Optuna study.")
+    filter_string: str = param("", "MLflow search filter that narrows the runs, e.g. \"params.optimizer = 'adam'\".",
+                               option="filter")
+    run_ids: tuple = param((), "Compare these runs (repeatable); instead of the options above.", option="run-id",
+                           multiple=True)
+    output_format: str = param("table", choices=FORMATS, option="format")
+    output: str = param("", "Write the leaderboard to this file instead of standard output.")
+    limit: int = param(0, "Only the best N runs (0: all).", low=0)
+    plot: str = param("", "Also draw the runs' validation curves by epoch into this PNG file.")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.plot and not self.plot.lower().endswith(".png"):
+            raise FittrackError(f"plot must be a .png file, got {self.plot!r}")
+
+
+def compare(params: CompareParams | None = None, **changes) -> str:
+    """Rank the selected runs by `params.metric`; return the rendered leaderboard, written to
+    `output` when given, and draw their validation curves into `plot` when given. `changes`:
+    parameters given by name, for a caller without a CompareParams."""
+    from dataclasses import replace
+
     from mlflow import MlflowClient
 
-    if output_format not in FORMATS:
-        raise FittrackError(f"unknown format '{output_format}'; choose one of {', '.join(FORMATS)}")
-    if plot and not plot.lower().endswith(".png"):
-        raise FittrackError(f"plot '{plot}' must be a .png file")
+    params = replace(params or CompareParams(), **changes)
+    metric, experiment, study, filter_string = params.metric, params.experiment, params.study, params.filter_string
+    run_ids, output_format, output, limit, plot = (params.run_ids, params.output_format, params.output,
+                                                   params.limit or None, params.plot)
     client = MlflowClient()
     found, where = select_runs(client, experiment=experiment, study=study, filter_string=filter_string,
                                run_ids=run_ids)
@@ -84,11 +110,11 @@ def select_runs(client, experiment: str = "", study: str = "", filter_string: st
             try:
                 found.append(client.get_run(run_id))
             except MlflowException:
-                raise FittrackError(f"run '{run_id}' not found in the tracking store") from None
+                raise FittrackError(f"run {run_id!r} not found in the tracking store") from None
         return found, f"the given runs ({', '.join(run_ids)})"
 
     experiment_id = _experiment_id(client, experiment) if experiment else runs._current_experiment_id()
-    where = f"experiment '{experiment or _experiment_name(client, experiment_id)}'"
+    where = f"experiment {experiment or _experiment_name(client, experiment_id)!r}"
     # MLflow's grammar is a flat AND of clauses (no parentheses), so joining with "and" is safe.
     clauses = [filter_string.strip()] if filter_string.strip() else []
     if study:
@@ -98,15 +124,15 @@ def select_runs(client, experiment: str = "", study: str = "", filter_string: st
     except MlflowException as exc:
         if filter_string.strip():
             reason = str(exc.message).splitlines()[0]
-            raise FittrackError(f"invalid filter '{' '.join(filter_string.split())}': {reason}") from None
+            raise FittrackError(f"invalid filter {' '.join(filter_string.split())!r}: {reason}") from None
         raise
     # MLflow's filter has neither OR nor IN for tags, so the step is checked here.
     found = [r for r in found if r.data.tags.get(runs.STEP_TAG) in COMPARED_STEPS]
     matching = f" matching filter '{' '.join(filter_string.split())}'" if filter_string.strip() else ""
     if study:
         if not found:
-            raise FittrackError(f"study '{study}' has no trial runs in {where}{matching}")
-        where = f"study '{study}' ({where})"
+            raise FittrackError(f"study {study!r} has no trial runs in {where}{matching}")
+        where = f"study {study!r} ({where})"
     if not found:
         raise FittrackError(f"{where} has no train or trial runs{matching}")
     return found, where
@@ -131,7 +157,7 @@ def leaderboard(client, found: list, metric: str, where: str = "the selected run
         entries.append(Entry(run, history, best_epoch, best_value, run.data.metrics.get(test_name),
                              int(epochs_run) if epochs_run is not None else len(history)))
     if not entries:
-        raise FittrackError(f"{where}: no run logged metric '{metric}' epoch by epoch" + _available(found))
+        raise FittrackError(f"{where}: no run logged metric {metric!r} epoch by epoch" + _available(found))
     entries.sort(key=lambda e: (-e.best_value if maximise else e.best_value, e.run.info.start_time or 0))
     return entries[:limit] if limit else entries
 
@@ -233,7 +259,7 @@ def _experiment_id(client, experiment: str) -> str:
         except MlflowException:  # not found, in the store's own words: ours names the value
             found = None
     if found is None:
-        raise FittrackError(f"experiment '{experiment}' not found (give an experiment name or id)")
+        raise FittrackError(f"experiment {experiment!r} not found (give an experiment name or id)")
     return found.experiment_id
 
 

@@ -84,7 +84,7 @@ def load_split(run_id: str) -> SplitData:
     except (MlflowException, OSError) as exc:
         if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")) and not isinstance(exc, OSError):
             raise
-        raise FittrackError(f"split run '{run_id}' not found, or it holds no split (a split run's {SPLIT_DIR}/ "
+        raise FittrackError(f"split run {run_id!r} not found, or it holds no split (a split run's {SPLIT_DIR}/ "
                             f"artifacts)") from None
     with open(os.path.join(local, SUMMARY_FILE)) as f:
         summary = json.load(f)

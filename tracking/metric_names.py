@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The validation metric that guides training, tuning, registration and comparison by default.
+DEFAULT_METRIC = "val_loss"
+
 
 def metric_names(task: str) -> tuple[str, ...]:
     """Keras's names for the metrics a task logs (validation adds `val_`)."""

@@ -3,7 +3,7 @@
 `network` is the Keras flavor of the trained network; `model` is a pyfunc that carries the
 preprocessing fitted on the training split and the class labels, so that
 `mlflow.pyfunc.load_model("runs:/<id>/model").predict(raw_rows)` works on rows as the source
-had them.
+had them. It encodes rows and decodes outputs with tracking.features, as training did.
 """
 
 from __future__ import annotations
@@ -14,76 +14,11 @@ import tempfile
 import warnings
 
 import mlflow
-import numpy as np
-import pandas as pd
+
+from tracking.features import decode_output, prepare_features
 
 NETWORK_PATH = "network"
 MODEL_PATH = "model"
-
-
-def prepare_features(x, meta: dict, preprocessor=None) -> np.ndarray:
-    """Raw rows (a DataFrame, or an image array) to what the network takes."""
-    if meta["kind"] == "image":
-        x = x.to_numpy() if isinstance(x, pd.DataFrame) else np.asarray(x)
-        return x.reshape((-1, *meta["input_shape"])).astype("float32")
-    if not isinstance(x, pd.DataFrame):
-        x = pd.DataFrame(np.asarray(x), columns=meta["columns"])
-    x = categorical_as_strings(x[meta["columns"]], meta["categorical"])
-    x = numeric_as_numbers(x, [c for c in meta["columns"] if c not in meta["categorical"]])
-    return np.asarray(preprocessor.transform(x), dtype="float32")
-
-
-def numeric_as_numbers(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Strings in a numeric column become missing values, imputed as in training: raw rows hold
-    them where the data was loaded with mixed_columns=numeric (`abc`, `n/a?`)."""
-    mixed = [c for c in columns if not pd.api.types.is_numeric_dtype(x[c])]
-    if not mixed:
-        return x
-    x = x.copy()
-    for column in mixed:
-        x[column] = pd.to_numeric(x[column], errors="coerce").astype("float64")
-    return x
-
-
-def categorical_as_strings(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One type for the imputer and the encoder, whatever the source's dtype; NaN stays NaN."""
-    x = x.copy()
-    for column in columns:
-        x[column] = x[column].astype(object).map(lambda v: np.nan if pd.isna(v) else str(v))
-    return x
-
-
-def encode_target(y, meta: dict) -> np.ndarray:
-    """Class labels to what the loss wants (0/1 column for two classes, one-hot for more)."""
-    if meta["task"] == "regression":
-        return np.asarray(y, dtype="float32").reshape(-1, 1)
-    codes = class_codes(y, meta["classes"])
-    if len(meta["classes"]) == 2:
-        return codes.astype("float32").reshape(-1, 1)
-    return np.eye(len(meta["classes"]), dtype="float32")[codes]
-
-
-def class_codes(y, classes: list) -> np.ndarray:
-    codes = pd.Categorical(np.asarray(y), categories=classes).codes
-    if (codes < 0).any():
-        raise ValueError(f"labels not among the training classes {classes}")
-    return codes.astype("int64")
-
-
-def decode_output(output: np.ndarray, meta: dict) -> np.ndarray:
-    if meta["task"] == "regression":
-        return output.reshape(-1)
-    classes = np.asarray(meta["classes"])
-    if len(classes) == 2:
-        return classes[(output.reshape(-1) >= 0.5).astype(int)]
-    return classes[np.argmax(output, axis=1)]
-
-
-def class_probabilities(output: np.ndarray, meta: dict) -> np.ndarray:
-    if len(meta["classes"]) == 2:
-        p = output.reshape(-1)
-        return np.stack([1 - p, p], axis=1)
-    return output
 
 
 with warnings.catch_warnings():

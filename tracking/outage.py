@@ -36,7 +36,7 @@ def backoff_waits(retries: int, factor: int) -> list[float]:
 def retry_settings(seconds: float) -> tuple[int, int]:
     """(max retries, backoff factor) whose waits add up to at least `seconds`."""
     if not 0 <= seconds <= MAX_OUTAGE_SECONDS:
-        raise FittrackError(f"outage_timeout must be between 0 and {MAX_OUTAGE_SECONDS} seconds, got {seconds}")
+        raise FittrackError(f"outage_timeout must be in [0, {MAX_OUTAGE_SECONDS}], got {seconds!r}")
     for factor in (1, 2):
         for retries in range(_MAX_RETRIES + 1):
             if sum(backoff_waits(retries, factor)) >= seconds:

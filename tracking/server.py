@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 
 from tracking.errors import FittrackError
+from tracking.fields import check_fields, param
 from tracking import env
 from tracking.redact import mask_uri
 
@@ -44,33 +45,34 @@ MIN_PASSWORD_LENGTH = 12
 
 @dataclasses.dataclass
 class ServerConfig:
-    profile: str = "local"
-    host: str = "127.0.0.1"
-    port: int = 5000
-    backend_store_uri: str = ""
-    artifacts_destination: str = ""
-    workers: int = 0  # 0: 1 for local, 4 (MLflow's default) for team
-    allowed_hosts: str = ""
-    cors_allowed_origins: str = ""
-    admin_username: str = "admin"
-    default_permission: str = "NO_PERMISSIONS"
-    auth_database_uri: str = ""
-    state_dir: str = STATE_DIR
+    """`fittrack server start`'s parameters (its options are built from these fields)."""
+
+    profile: str = param("local", "local: SQLite, ./mlartifacts, loopback, no auth. team: PostgreSQL, several "
+                         "workers, basic-auth with the admin password from FITTRACK_ADMIN_PASSWORD.", choices=PROFILES)
+    host: str = param("127.0.0.1", "Interface to bind (team only may use 0.0.0.0; set --allowed-hosts then).")
+    port: int = param(5000, low=1, high=65535)
+    backend_store_uri: str = param("", "local: default sqlite:///mlflow.db here. team: required, "
+                                   "postgresql://USER@HOST/DB (or MLFLOW_BACKEND_STORE_URI).",
+                                   envvar="MLFLOW_BACKEND_STORE_URI")
+    artifacts_destination: str = param("mlartifacts", "Where the server stores the artifacts it serves (a folder or "
+                                       "e.g. s3://bucket).")
+    workers: int = param(0, "Server worker processes (0: 1 for local, 4, MLflow's default, for team).", low=0)
+    allowed_hosts: str = param("", "Host headers the server answers, comma-separated (default: HOST:PORT, "
+                               "localhost:PORT, 127.0.0.1:PORT).")
+    cors_allowed_origins: str = param("", "Browser origins allowed to call the API (default: MLflow's, localhost "
+                                      "origins).")
+    admin_username: str = param("admin", "team: the basic-auth admin user.")
+    default_permission: str = param("NO_PERMISSIONS", "team: what users may do on experiments and models nobody "
+                                    "granted them.", choices=DEFAULT_PERMISSIONS)
+    auth_database_uri: str = param("", "team: the basic-auth user database (default: SQLite in --state-dir).")
+    state_dir: str = param(STATE_DIR, "Where start records the server (server.json), its log and auth files.")
 
     def __post_init__(self):
-        if self.profile not in PROFILES:
-            raise FittrackError(f"unknown server profile '{self.profile}'; choose one of {', '.join(PROFILES)}")
-        if not 1 <= self.port <= 65535:
-            raise FittrackError(f"port {self.port} is not between 1 and 65535")
-        if self.workers < 0:
-            raise FittrackError(f"workers {self.workers} must be 1 or more")
-        if self.default_permission not in DEFAULT_PERMISSIONS:
-            raise FittrackError(f"unknown default permission '{self.default_permission}'; choose one of "
-                                f"{', '.join(DEFAULT_PERMISSIONS)}")
+        check_fields(self)
         if self.profile == "local" and self.host not in LOOPBACK_HOSTS:
             # The local profile has no authentication: anyone who reaches the port could write runs.
             raise FittrackError(f"the local profile has no authentication and binds only to loopback, not "
-                                f"'{self.host}'; use 127.0.0.1, or --profile team")
+                                f"{self.host!r}; use 127.0.0.1, or --profile team")
 
     @property
     def url(self) -> str:
@@ -181,7 +183,7 @@ def _backend_store_uri(config: ServerConfig) -> str:
                             "postgresql://USER@HOST/DB (or MLFLOW_BACKEND_STORE_URI)")
     if not uri.startswith(("postgresql://", "postgresql+psycopg://")):
         raise FittrackError(f"the team profile needs a PostgreSQL backend (postgresql://USER@HOST/DB), "
-                            f"not '{mask_uri(uri)}'")
+                            f"not {mask_uri(uri)!r}")
     _check_database(uri)
     return uri
 
@@ -196,7 +198,7 @@ def _check_database(uri: str) -> None:
             pass
     except Exception as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FittrackError(f"cannot reach backend '{mask_uri(uri)}': {mask_uri(reason)}") from None
+        raise FittrackError(f"cannot reach backend {mask_uri(uri)!r}: {mask_uri(reason)}") from None
     finally:
         engine.dispose()
 

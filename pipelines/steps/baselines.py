@@ -13,23 +13,27 @@ from mlflow import MlflowClient
 from pipelines import baselines as baseline_models
 from pipelines.metrics import METRIC_AVERAGING_TAG, averaging
 from tracking import runs
-from tracking.datasets import load_split
+from tracking.datasets import SplitData, load_split
+from tracking.features import Prepared, prepare
 from tracking.metric_names import PRIMARY_METRIC
 
 STEP = "baselines"
 
 
-def run_baselines(split_run_id: str, seed: int, nested: bool = False) -> str:
+def run_baselines(split_run_id: str, seed: int, nested: bool = False, data: SplitData | None = None,
+                  prepared: Prepared | None = None) -> str:
     """Fit and log the baselines of a split; return the baselines run's id. `nested`: a new run
-    under the active one."""
-    from pipelines import train as training
+    under the active one. `data` and `prepared`: the split and its features as the caller (the
+    train step) already holds them; loaded and prepared here when not given."""
     from pipelines.steps.split import run_name
 
-    data = load_split(split_run_id)
+    if data is None:
+        data = load_split(split_run_id)
     with runs.step_run(STEP, run_name=run_name(STEP, data.source), nested=nested) as run:
         runs.log_params({"split_run_id": split_run_id, "seed": seed})
         mlflow.set_tags({"fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest})
-        prepared = training.prepare(data)
+        if prepared is None:
+            prepared = prepare(data)
         # Baselines see what the network sees; pixels scaled to [0, 1] as the network's first layer does.
         features = {n: f / prepared.image_scale if data.kind == "image" else f for n, f in prepared.features.items()}
         fitted = baseline_models.fit_baselines(data.task, features, prepared.labels, seed)
@@ -60,12 +64,14 @@ def find_baselines(split_run_id: str, seed: int):
                                   {runs.CODE_VERSION_TAG: runs.code_version()})
 
 
-def reuse_or_run_baselines(split_run_id: str, seed: int) -> tuple[str, bool]:
-    """Return (baselines run id, reused?); new baselines are a run nested under the caller's active run."""
+def reuse_or_run_baselines(split_run_id: str, seed: int, data: SplitData | None = None,
+                           prepared: Prepared | None = None) -> tuple[str, bool]:
+    """Return (baselines run id, reused?); new baselines are a run nested under the caller's active
+    run, fitted on `data` and `prepared` when given."""
     found = find_baselines(split_run_id, seed)
     if found is not None:
         return found.info.run_id, True
-    return run_baselines(split_run_id, seed, nested=True), False
+    return run_baselines(split_run_id, seed, nested=True, data=data, prepared=prepared), False
 
 
 def best_baseline(baselines_run_id: str, task: str) -> tuple[str, str, float]:

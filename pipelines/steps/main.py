@@ -17,7 +17,6 @@ from pipelines.train import TrainConfig
 from tracking import env, runs
 
 STEP = "main"
-ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
 
 
 def detect_env_manager() -> str:
@@ -41,15 +40,9 @@ def project_uri() -> str:
     return root if os.path.exists(os.path.join(root, "MLproject")) else os.getcwd()
 
 
-def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelineParams | None = None,
-             env_manager: str = "auto") -> dict:
+def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelineParams | None = None) -> dict:
     pipeline = pipeline or PipelineParams()
-    if env_manager not in ENV_MANAGERS:
-        raise FittrackError(f"unknown env_manager '{env_manager}'; choose one of {', '.join(ENV_MANAGERS)}")
-    config.validate()
-    pipeline.validate()
-    data_params.split_config.validate()
-    manager = detect_env_manager() if env_manager == "auto" else env_manager
+    manager = detect_env_manager() if pipeline.env_manager == "auto" else pipeline.env_manager
     uri = project_uri()
     data_strings = _as_strings(asdict(data_params))
     with runs.step_run(STEP, run_name=run_name(STEP, data_params.data)) as run:
@@ -130,7 +123,7 @@ def _run_step(uri: str, entry_point: str, parameters: dict, env_manager: str, pa
             experiment_id=parent.info.experiment_id, synchronous=True,
         )
     except ExecutionException as exc:
-        raise FittrackError(f"step '{entry_point}' failed: {_child_error(parent, entry_point) or exc}") from exc
+        raise FittrackError(f"step {entry_point!r} failed: {_child_error(parent, entry_point) or exc}") from exc
     return submitted.run_id
 
 

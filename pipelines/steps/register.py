@@ -13,7 +13,7 @@ import hashlib
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlflow
 import numpy as np
@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import data as data_sources
 from pipelines.errors import FittrackError
-from pipelines.params import DEFAULT_METRIC, DataParams
+from pipelines.params import DataParams, RegisterParams
 from pipelines.steps.split import run_name
 from tracking.metric_names import PRIMARY_METRIC, mode_of
 from tracking import env, runs
@@ -54,9 +54,12 @@ class Comparison:
     reason: str  # one line, starting with "fair:", "unfair:" or "none:"
 
 
-def run_register(metric: str = DEFAULT_METRIC, run_id: str = "", study: str = "", experiment: str = "",
-                 model_name: str = "", promote_without_comparison: bool = False) -> dict:
-    """Register the best candidate; return what happened (version, scores, promoted?)."""
+def run_register(params: RegisterParams | None = None, **changes) -> dict:
+    """Register the best candidate; return what happened (version, scores, promoted?). `changes`:
+    parameters given by name, for a caller without a RegisterParams."""
+    params = replace(params or RegisterParams(), **changes)
+    metric, run_id, study, experiment = params.metric, params.run_id, params.study, params.experiment
+    model_name, promote_without_comparison = params.model_name, params.promote_without_comparison
     client = MlflowClient()
     with runs.step_run(STEP, run_name="register"):
         candidate = _pick(client, metric, run_id, study, experiment)
@@ -175,7 +178,7 @@ def _comparison(client, name: str, champion, data) -> Comparison:
     try:
         their_data = load_split(their_split)
     except Exception as exc:
-        raise FittrackError(f"cannot read split run {their_split} of {label} of '{name}': {_first_line(exc)}") from None
+        raise FittrackError(f"cannot read split run {their_split} of {label} of {name!r}: {_first_line(exc)}") from None
     seen = np.concatenate([_row_keys(their_data.parts[part], data) for part in ("train", "val")])
     unseen = ~np.isin(_row_keys(data.parts["test"], data), seen)
     kept, needed = int(unseen.sum()), max(MIN_COMPARED_ROWS, math.ceil(MIN_COMPARED_SHARE * test_rows))
@@ -192,7 +195,7 @@ def _split_run(client, name: str, label: str, run_id: str):
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        raise FittrackError(f"cannot read split run {run_id} of {label} of '{name}': {_first_line(exc)}") from None
+        raise FittrackError(f"cannot read split run {run_id} of {label} of {name!r}: {_first_line(exc)}") from None
 
 
 def _same_split(a, b) -> bool:
@@ -239,10 +242,10 @@ def _pick(client, metric: str, run_id: str, study: str, experiment: str) -> Cand
             try:
                 run = client.get_run(one)
             except Exception:
-                raise FittrackError(f"run '{one}' not found in the tracking store") from None
+                raise FittrackError(f"run {one!r} not found in the tracking store") from None
             scored.append(Candidate(run, _validation_score(client, run, metric)))
         if not scored:
-            raise FittrackError(f"run_id '{run_id}' names no run")
+            raise FittrackError(f"run_id {run_id!r} names no run")
         return (max if mode_of(metric) == "max" else min)(scored, key=lambda c: c.score)
     experiment_ids = [_experiment_id(client, experiment)] if experiment else [runs._current_experiment_id()]
     clause = "attributes.status = 'FINISHED'"
@@ -256,7 +259,7 @@ def _pick(client, metric: str, run_id: str, study: str, experiment: str) -> Cand
         raise FittrackError(f"{where} has no finished run with a model to register")
     scored = [(r, s) for r in found if (s := _validation_score(client, r, metric, strict=False)) is not None]
     if not scored:
-        raise FittrackError(f"no finished run in {where} logged metric '{metric}'")
+        raise FittrackError(f"no finished run in {where} logged metric {metric!r}")
     best = (max if mode_of(metric) == "max" else min)(scored, key=lambda pair: pair[1])
     return Candidate(*best)
 
@@ -282,7 +285,7 @@ def _validation_score(client, run, metric: str, strict: bool = True):
             if at_epoch:
                 return at_epoch[-1]
     if strict:
-        raise FittrackError(f"run {run.info.run_id} has no metric '{metric}' at the best epoch of its model")
+        raise FittrackError(f"run {run.info.run_id} has no metric {metric!r} at the best epoch of its model")
     return None
 
 
@@ -308,7 +311,7 @@ def _experiment_id(client, experiment: str) -> str:
         except Exception:
             found = None
     if found is None:
-        raise FittrackError(f"experiment '{experiment}' not found")
+        raise FittrackError(f"experiment {experiment!r} not found")
     return found.experiment_id
 
 
@@ -326,9 +329,9 @@ def _current(client, name: str):
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
                 exc.error_code == "INVALID_PARAMETER_VALUE" and f"alias {CHAMPION} not found" in str(exc).lower()):
             return None
-        raise FittrackError(f"cannot read the {CHAMPION} of registered model '{name}': {_first_line(exc)}") from None
+        raise FittrackError(f"cannot read the {CHAMPION} of registered model {name!r}: {_first_line(exc)}") from None
     except Exception as exc:
-        raise FittrackError(f"cannot read the {CHAMPION} of registered model '{name}': "
+        raise FittrackError(f"cannot read the {CHAMPION} of registered model {name!r}: "
                             f"{type(exc).__name__}: {_first_line(exc)}") from None
 
 

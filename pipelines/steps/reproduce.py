@@ -62,7 +62,7 @@ def plan(run_id: str, client=None) -> Recipe:
     # The tag is the split the run trained on; the param is what was asked (empty: made or reused one).
     split_run_id = tags.get("fittrack.split_run_id") or logged_value(params.get("split_run_id", ""))
     if not split_run_id:
-        raise FittrackError(f"run '{run_id}' records no split_run_id; cannot reproduce its split")
+        raise FittrackError(f"run {run_id!r} records no split_run_id; cannot reproduce its split")
     _check_split(client, run, split_run_id)
     warnings += code_warnings(tags, run_id, runs.code_version(), _git_head())
     return Recipe(run_id, split_run_id, data_params, config, transfer, outage_timeout, warnings)
@@ -121,11 +121,11 @@ def _default(f: dataclasses.Field):
         return f.default
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
-    raise FittrackError(f"'{f.name}' has no default")
+    raise FittrackError(f"{f.name!r} has no default")
 
 
 def _parse(text: str, kind, name: str, run_id: str):
-    bad = FittrackError(f"run '{run_id}' has param {name}='{text}', which is not a {getattr(kind, '__name__', kind)}")
+    bad = FittrackError(f"run {run_id!r} has param {name}={text!r}, which is not a {getattr(kind, '__name__', kind)}")
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if type(None) in options and text == "None":
@@ -162,7 +162,7 @@ def _parse(text: str, kind, name: str, run_id: str):
             raise bad from None
     if kind is str:
         return text
-    raise FittrackError(f"run '{run_id}' has param {name}='{text}', and fittrack cannot read a {kind} from a "
+    raise FittrackError(f"run {run_id!r} has param {name}={text!r}, and fittrack cannot read a {kind} from a "
                         f"param; teach pipelines/steps/reproduce.py how")
 
 
@@ -174,15 +174,15 @@ def _finished_train_run(client, run_id: str):
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise FittrackError(f"run '{run_id}' not found in the tracking store") from None
+        raise FittrackError(f"run {run_id!r} not found in the tracking store") from None
     if run.info.lifecycle_stage == "deleted":
-        raise FittrackError(f"run '{run_id}' was deleted; restore it to reproduce it")
+        raise FittrackError(f"run {run_id!r} was deleted; restore it to reproduce it")
     step = run.data.tags.get(runs.STEP_TAG)
     if step != "train":
         what = f"a {step} run" if step else "not a fittrack run"
-        raise FittrackError(f"run '{run_id}' is {what}; only a train run can be reproduced")
+        raise FittrackError(f"run {run_id!r} is {what}; only a train run can be reproduced")
     if run.info.status != "FINISHED":
-        raise FittrackError(f"run '{run_id}' is {run.info.status}, not FINISHED; only a finished train run can be "
+        raise FittrackError(f"run {run_id!r} is {run.info.status}, not FINISHED; only a finished train run can be "
                             f"reproduced (fittrack train --run-id resumes a crashed one)")
     return run
 
@@ -222,17 +222,17 @@ def _check_split(client, run, split_run_id: str) -> None:
     try:
         split_run = client.get_run(split_run_id)
     except MlflowException:
-        raise FittrackError(f"split run '{split_run_id}' of run '{run_id}' not found in the tracking store") from None
+        raise FittrackError(f"split run {split_run_id!r} of run {run_id!r} not found in the tracking store") from None
     try:
         split = load_split(split_run_id)
     except Exception as exc:
-        raise FittrackError(f"split run '{split_run_id}' of run '{run_id}' has no readable split artifacts "
+        raise FittrackError(f"split run {split_run_id!r} of run {run_id!r} has no readable split artifacts "
                             f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
     trained_on = {_context(i): i.dataset.digest for i in run.inputs.dataset_inputs}
     for name, dataset in dataset_inputs(split).items():
         context = _context_name(name)
         if context in trained_on and trained_on[context] != dataset.digest:
-            raise FittrackError(f"the {name} part of split run '{split_run_id}' is not the one run '{run_id}' "
+            raise FittrackError(f"the {name} part of split run {split_run_id!r} is not the one run {run_id!r} "
                                 f"trained on (digest {trained_on[context]} then, {dataset.digest} now)")
     # Loaded as the split step loaded it (DataParams.load), from the path the split resolved (the run
     # may have named it relatively).
@@ -245,7 +245,7 @@ def _check_split(client, run, split_run_id: str) -> None:
     then = split_run.data.tags.get(runs.DATA_DIGEST_TAG, split.digest)
     if str(dataset.digest) != str(then):
         what = "data set" if source.startswith(data_sources.BUILTIN_PREFIX) else "data file"
-        raise FittrackError(f"{what} '{source}' changed since run {run_id} (digest {then} then, {dataset.digest} "
+        raise FittrackError(f"{what} {source!r} changed since run {run_id} (digest {then} then, {dataset.digest} "
                             f"now); cannot reproduce its split")
 
 

@@ -18,7 +18,6 @@ STEP = "split"
 def run_split(params: DataParams, nested: bool = False, dataset: data_sources.Dataset | None = None) -> str:
     """Load (unless the caller has `dataset` already), split and log; return the split run's id.
     `nested`: a new run under the active one."""
-    params.split_config.validate()
     with runs.step_run(STEP, run_name=run_name(STEP, params.data), nested=nested) as run:
         runs.log_params(asdict(params))
         dataset = dataset or params.load()
@@ -47,7 +46,6 @@ def find_split(params: DataParams, dataset: data_sources.Dataset | None = None):
 
 def reuse_or_run_split(params: DataParams, dataset: data_sources.Dataset | None = None) -> tuple[str, bool]:
     """Return (split run id, reused?); a new split is a run nested under the caller's active run."""
-    params.split_config.validate()
     dataset = dataset or params.load()
     found = find_split(params, dataset)
     if found is not None:

@@ -16,12 +16,13 @@ from pipelines.steps.baselines import best_baseline, reuse_or_run_baselines
 from pipelines.device import configure_device
 from pipelines.errors import FittrackError
 from pipelines.evaluate import evaluate_test
-from pipelines.params import DataParams
+from pipelines.params import DataParams, StepParams
 from pipelines.steps.split import reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
 from tracking import entry, outage, runs
 from tracking.metric_names import PRIMARY_METRIC
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
+from tracking.features import prepare
 
 STEP = "train"
 #: Where a train run keeps its last epoch (BackupAndRestore) until it has finished.
@@ -31,16 +32,14 @@ _REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "scikit-learn", "pandas", 
 
 def run_train(data_params: DataParams, config: training.TrainConfig, split_run_id: str | None = None,
               run_id: str | None = None, verbose: int | None = None,
-              transfer: transfers.TransferConfig | None = None, outage_timeout: float = 300.0,
+              transfer: transfers.TransferConfig | None = None, outage_timeout: float = StepParams.outage_timeout,
               tags: dict | None = None) -> str:
     """Train and track one model (from `transfer.init_model` when given); return the train run's id.
 
     Against a tracking server, requests are retried for `outage_timeout` seconds while training
     goes on; past that the run stops with the model and checkpoints kept on local disk. `tags` are
     set on the run as it opens (e.g. `fittrack.reproduces`)."""
-    config.validate()
     outage.ride_out(outage_timeout)
-    data_params.split_config.validate()
     # Before any run opens: an unknown model, alias or run must not leave a split run behind.
     init = transfers.resolve(transfer)
     if run_id:
@@ -50,7 +49,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
     if not split_run_id:
         # Check what depends on the data before any run opens for a doomed training run.
         dataset = data_params.load()
-        config.validate(dataset.task)
+        config.check_task(dataset.task)
         training.resolve_model(config, dataset.kind)
     with runs.step_run(STEP, run_id=run_id, run_name=run_name(STEP, data_params.data), tags=tags) as run:
         run_id = run.info.run_id
@@ -58,19 +57,20 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
             # A split made here is a run nested under this one: this run keeps the work.
             split_run_id, reused = reuse_or_run_split(data_params, dataset=dataset)
             print(f"fittrack: {'reusing' if reused else 'made'} split run {split_run_id}", file=sys.stderr)
-        baselines_run_id, reused = reuse_or_run_baselines(split_run_id, config.seed)
-        print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
         mlflow.set_tag("fittrack.split_run_id", split_run_id)
+        # The split is read and its features prepared once here; the baselines take both.
         data = load_split(split_run_id)
-        config.validate(data.task)
+        config.check_task(data.task)
         config.resolved_model = training.resolve_model(config, data.kind)
         device = configure_device(config)
-        prepared = training.prepare(data)
+        prepared = prepare(data)
         n_train = len(prepared.labels["train"])
         if config.batch_size > n_train:
             # Keras would run one short batch per epoch while the param said otherwise.
             raise FittrackError(f"batch_size {config.batch_size} is above the {n_train} training rows of split "
                                 f"{split_run_id}; use a batch size of at most {n_train}")
+        baselines_run_id, reused = reuse_or_run_baselines(split_run_id, config.seed, data=data, prepared=prepared)
+        print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
         runs.log_params({
             **config.params(), **asdict(data_params), "split_run_id": split_run_id,
             "resolved_model": config.resolved_model,
@@ -98,12 +98,12 @@ def _check_resumable(run_id: str, started_by_mlflow_run: bool = False) -> str | 
     try:
         run = MlflowClient().get_run(run_id)
     except Exception:
-        raise FittrackError(f"run '{run_id}' not found in the tracking store") from None
+        raise FittrackError(f"run {run_id!r} not found in the tracking store") from None
     if not started_by_mlflow_run:
         if run.data.tags.get(runs.STEP_TAG) != STEP:
-            raise FittrackError(f"run '{run_id}' is not a train run; only a train run can be resumed")
+            raise FittrackError(f"run {run_id!r} is not a train run; only a train run can be resumed")
         if run.info.status == "FINISHED":
-            raise FittrackError(f"run '{run_id}' already finished; resume a run that crashed or was killed")
+            raise FittrackError(f"run {run_id!r} already finished; resume a run that crashed or was killed")
     return run.data.tags.get("fittrack.split_run_id")
 
 
@@ -129,12 +129,12 @@ def _fit_and_log(config, prepared, run_id, verbose, transfer=None):
 
 
 def _evaluate_and_log(outcome, prepared, workdir, task) -> dict:
-    from tracking import evaluation
+    from tracking import plots as run_plots
 
     test_metrics, predicted = evaluate_test(outcome.model, prepared)
     mlflow.log_metrics(test_metrics)
-    plots = evaluation.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
-                                  predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))
+    plots = run_plots.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
+                                 predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))
     for path in plots:
         mlflow.log_artifact(path, "plots")
     tensorboard_dir = os.path.join(workdir, "tensorboard")

@@ -20,6 +20,7 @@ from pipelines.params import DataParams, TuneParams
 from pipelines.steps.split import reuse_or_run_split, run_name
 from tracking import env, runs
 from tracking.datasets import load_split
+from tracking.features import prepare
 from tracking.redact import mask_uri
 
 STEP = "tune"
@@ -40,11 +41,8 @@ def default_study(data: str, family: str, split_run_id: str) -> str:
 
 
 def run_tune(data_params: DataParams, base: training.TrainConfig, params: TuneParams, split_run_id: str = "",
-             parent_run_id: str = "", worker_index: int = 0, verbose: bool = True) -> str:
-    """Run a study (or, with `parent_run_id`, one extra worker of it); return the step run's id."""
-    params.validate()
-    base.validate()
-    data_params.split_config.validate()
+             verbose: bool = True) -> str:
+    """Run a study (or, with `params.parent_run_id`, one extra worker of it); return the step run's id."""
     dataset = data_params.load()
     tuning.check_metric(params.metric, dataset.task)
     family = training.resolve_model(base, dataset.kind)
@@ -52,8 +50,8 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
     tuning.check_space(space, base, dataset.task, dataset.kind)
     tuning.make_sampler(params.sampler, data_params.seed)
     params.storage = params.storage or env.FITTRACK_OPTUNA_STORAGE.get() or default_storage()
-    if parent_run_id:
-        return _worker(data_params, base, params, space, split_run_id, parent_run_id, worker_index)
+    if params.parent_run_id:
+        return _worker(data_params, base, params, space, split_run_id, params.parent_run_id, params.worker_index)
     with runs.step_run(STEP, run_name=run_name(STEP, data_params.data)) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
         if not split_run_id:
@@ -161,7 +159,7 @@ def _objective(params, base, space, split_run_id, parent_run_id, experiment_id, 
     data = load_split(split_run_id)
     # Trials skip TensorBoard: the run's own epoch metrics already hold the curves.
     base = training.TrainConfig(**{**base.params(), "epochs": params.trial_epochs, "tensorboard": False})
-    return tuning.Objective(base, space, training.prepare(data), params.metric, parent_run_id, experiment_id,
+    return tuning.Objective(base, space, prepare(data), params.metric, parent_run_id, experiment_id,
                             params.study, split_run_id, data.kind, workdir)
 
 
@@ -201,8 +199,8 @@ def _start_worker(index: int, parent_run_id: str, split_run_id: str, data_params
                   base: training.TrainConfig, params: TuneParams) -> subprocess.Popen:
     """This study again, in a process of its own, adding trials under the same parent run."""
     trial_config = {k: v for k, v in base.params().items() if k not in ("seed", "monitor", "epochs", "patience")}
-    options = {**asdict(data_params), **trial_config, "trial_patience": base.patience, **asdict(params), "workers": 1, "parent_run_id": parent_run_id, "worker_index": index,
-               "split_run_id": split_run_id}
+    options = {**asdict(data_params), **trial_config, **asdict(params), "workers": 1, "parent_run_id": parent_run_id,
+               "worker_index": index, "split_run_id": split_run_id}
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet"]
     for key, value in options.items():
         if key != "storage":

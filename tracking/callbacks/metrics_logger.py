@@ -31,7 +31,7 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         if not run_id:
             raise ValueError(f"run_id must name an MLflow run, got {run_id!r}")
         if train_size < 0:
-            raise ValueError(f"train_size must be >= 0, got {train_size}")
+            raise ValueError(f"train_size must be >= 0, got {train_size!r}")
         self.run_id = run_id
         self.train_size = train_size
         self.client = client or MlflowClient()

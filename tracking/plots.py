@@ -1,4 +1,4 @@
-"""The test split, evaluated once at the end, and the plots that go with a run."""
+"""The plots that go with a run: learning curves and, for classes, the test confusion matrix."""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
+"""The features stage (tracking.features): preprocessing fitted on training rows, targets encoded, outputs decoded."""
+
 import numpy as np
 import pandas as pd
 
-from pipelines.preprocess import feature_types, image_scale, make_preprocessor
-from tracking.models import categorical_as_strings, class_codes, decode_output, encode_target, prepare_features
+from tracking.datasets import SplitData
+from tracking.features import (categorical_as_strings, class_codes, decode_output, encode_target, feature_types,
+                               image_scale, make_preprocessor, prepare, prepare_features)
+from tracking.parts import Part
 
 
 def _rows():
@@ -63,3 +67,17 @@ def test_raw_strings_in_a_numeric_column_are_imputed_as_in_training():
     assert features.tolist() == missing.tolist()
     # The training median (30) fills both the string and the missing value.
     assert features[0, 0] == features[2, 0] == prepare_features(train.iloc[[1]], meta, pre)[0, 0]
+
+
+def test_prepare_fits_on_the_training_part_and_encodes_all_three():
+    train = _rows()
+    other = pd.DataFrame({"age": [1000.0], "rooms": [100], "city": ["oslo"], "owner": [True]})
+    parts = {"train": Part(train, np.array(["a", "b", "a", "b"])), "val": Part(other, np.array(["b"])),
+             "test": Part(other, np.array(["a"]))}
+    prepared = prepare(SplitData(parts, "label", "classification", "tabular", "rows.csv", "d", classes=["a", "b"]))
+    assert prepared.meta["categorical"] == ["city", "owner"]
+    assert prepared.preprocessor.named_transformers_["numeric"][-1].mean_.tolist() == [32.5, 2.5]
+    assert {n: f.shape for n, f in prepared.features.items()} == {"train": (4, 6), "val": (1, 6), "test": (1, 6)}
+    assert prepared.targets["val"].tolist() == [[1.0]]
+    assert prepared.labels["test"].tolist() == ["a"]
+    assert prepared.raw_train_x is train

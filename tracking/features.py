@@ -1,0 +1,156 @@
+"""The features stage: a split's parts as the network takes them, and the network's output back
+to labels.
+
+`prepare` fits the preprocessing on the training part only and encodes all three parts, once per
+process; every step that fits (train, baselines, each trial of a study) takes its `Prepared`.
+
+It lives in tracking/, not pipelines/, because the logged model (tracking.models) redoes the
+same encoding on raw rows at predict time: the pyfunc model ships tracking/ as its code, and
+tracking imports nothing from pipelines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Prepared", "prepare",
+    "make_preprocessor", "feature_types", "image_scale",
+    "prepare_features", "numeric_as_numbers", "categorical_as_strings", "encode_target", "class_codes",
+    "decode_output", "class_probabilities",
+]
+
+
+@dataclass
+class Prepared:
+    """The split as the network sees it, plus what the logged model needs to redo it."""
+
+    features: dict
+    targets: dict  # encoded for the loss
+    labels: dict  # as the source had them
+    meta: dict
+    preprocessor: object
+    image_scale: float
+    raw_train_x: object = None  # a few of these rows become the model's input example
+
+
+def prepare(data) -> Prepared:
+    """Fit preprocessing on the training part only; apply it to all three (`data`: a SplitData)."""
+    train_x = data.parts["train"].x
+    meta = {"kind": data.kind, "task": data.task, "classes": list(data.classes), "target": data.target}
+    preprocessor, scale = None, 1.0
+    if data.kind == "image":
+        meta["input_shape"] = list(train_x.shape[1:])
+        scale = image_scale(train_x)
+    else:
+        numeric, categorical = feature_types(train_x)
+        meta.update(columns=list(map(str, train_x.columns)), categorical=categorical, coerced=list(data.coerced))
+        preprocessor = make_preprocessor(train_x)
+        preprocessor.fit(categorical_as_strings(train_x, categorical))
+    features = {n: prepare_features(p.x, meta, preprocessor) for n, p in data.parts.items()}
+    targets = {n: encode_target(p.y, meta) for n, p in data.parts.items()}
+    labels = {n: p.y for n, p in data.parts.items()}
+    return Prepared(features, targets, labels, meta, preprocessor, scale, raw_train_x=train_x)
+
+
+def make_preprocessor(x_train: pd.DataFrame):
+    """Impute, scale numeric columns and one-hot categorical ones (unknown categories ignored)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric, categorical = feature_types(x_train)
+    transformers = []
+    if numeric:
+        transformers.append(("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric))
+    if categorical:
+        transformers.append((
+            "categorical",
+            make_pipeline(
+                SimpleImputer(strategy="most_frequent"),
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+            ),
+            categorical,
+        ))
+    return ColumnTransformer(transformers, sparse_threshold=0.0)
+
+
+def feature_types(x: pd.DataFrame) -> tuple[list[str], list[str]]:
+    numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c]) and not pd.api.types.is_bool_dtype(x[c])]
+    categorical = [c for c in x.columns if c not in numeric]
+    return numeric, categorical
+
+
+def image_scale(x_train: np.ndarray) -> float:
+    """The divisor that brings training pixels into [0, 1] (8x8 digits go to 16, photos to 255)."""
+    top = float(np.max(np.abs(x_train))) if x_train.size else 1.0
+    return top if top > 0 else 1.0
+
+
+def prepare_features(x, meta: dict, preprocessor=None) -> np.ndarray:
+    """Raw rows (a DataFrame, or an image array) to what the network takes."""
+    if meta["kind"] == "image":
+        x = x.to_numpy() if isinstance(x, pd.DataFrame) else np.asarray(x)
+        return x.reshape((-1, *meta["input_shape"])).astype("float32")
+    if not isinstance(x, pd.DataFrame):
+        x = pd.DataFrame(np.asarray(x), columns=meta["columns"])
+    x = categorical_as_strings(x[meta["columns"]], meta["categorical"])
+    x = numeric_as_numbers(x, [c for c in meta["columns"] if c not in meta["categorical"]])
+    return np.asarray(preprocessor.transform(x), dtype="float32")
+
+
+def numeric_as_numbers(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Strings in a numeric column become missing values, imputed as in training: raw rows hold
+    them where the data was loaded with mixed_columns=numeric (`abc`, `n/a?`)."""
+    mixed = [c for c in columns if not pd.api.types.is_numeric_dtype(x[c])]
+    if not mixed:
+        return x
+    x = x.copy()
+    for column in mixed:
+        x[column] = pd.to_numeric(x[column], errors="coerce").astype("float64")
+    return x
+
+
+def categorical_as_strings(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One type for the imputer and the encoder, whatever the source's dtype; NaN stays NaN."""
+    x = x.copy()
+    for column in columns:
+        x[column] = x[column].astype(object).map(lambda v: np.nan if pd.isna(v) else str(v))
+    return x
+
+
+def encode_target(y, meta: dict) -> np.ndarray:
+    """Class labels to what the loss wants (0/1 column for two classes, one-hot for more)."""
+    if meta["task"] == "regression":
+        return np.asarray(y, dtype="float32").reshape(-1, 1)
+    codes = class_codes(y, meta["classes"])
+    if len(meta["classes"]) == 2:
+        return codes.astype("float32").reshape(-1, 1)
+    return np.eye(len(meta["classes"]), dtype="float32")[codes]
+
+
+def class_codes(y, classes: list) -> np.ndarray:
+    codes = pd.Categorical(np.asarray(y), categories=classes).codes
+    if (codes < 0).any():
+        raise ValueError(f"labels not among the training classes {classes}")
+    return codes.astype("int64")
+
+
+def decode_output(output: np.ndarray, meta: dict) -> np.ndarray:
+    if meta["task"] == "regression":
+        return output.reshape(-1)
+    classes = np.asarray(meta["classes"])
+    if len(classes) == 2:
+        return classes[(output.reshape(-1) >= 0.5).astype(int)]
+    return classes[np.argmax(output, axis=1)]
+
+
+def class_probabilities(output: np.ndarray, meta: dict) -> np.ndarray:
+    if len(meta["classes"]) == 2:
+        p = output.reshape(-1)
+        return np.stack([1 - p, p], axis=1)
+    return output
