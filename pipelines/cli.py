@@ -99,7 +99,7 @@ def split(**kwargs):
 @click_options(StepParams, only=("split_run_id",), required=("split_run_id",))
 @click_options(DataParams, only=("seed",))
 def baselines(split_run_id, seed):
-    """Fit scikit-learn baselines (dummy, linear, kernel SVM) on a split: the bar for the Keras runs."""
+    """Fit scikit-learn baselines (dummy, linear, kernel SVM, gradient boosting) on a split, each logged as a model."""
     from pipelines.steps.baselines import run_baselines
 
     click.echo(f"fittrack: baselines run {run_baselines(split_run_id, seed)}")

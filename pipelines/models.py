@@ -41,7 +41,7 @@ def _cnn_body(keras, x, config, image_scale, regularizer):
         x = keras.layers.Conv2D(filters, 3, padding="same", activation=None if config.batch_norm else "relu",
                                 kernel_regularizer=regularizer, name=f"conv_{i}")(x)
         if config.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
+            x = keras.layers.BatchNormalization(momentum=config.batch_norm_momentum, name=f"batch_norm_{i}")(x)
             x = keras.layers.Activation("relu", name=f"relu_{i}")(x)
         if x.shape[1] >= 2 and x.shape[2] >= 2:
             x = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)

@@ -129,6 +129,28 @@ class TuneParams:
 
 
 @dataclass
+class RegisterParams:
+    """Which run's model to register, and when it may become the champion."""
+
+    metric: str = param(DEFAULT_METRIC, "Validation metric that picks the best run (a train run's best epoch; a "
+                        "tune run's best trial; a baseline's final score).")
+    run_id: str = param("", "Register this run's model (several, comma-separated: the best of them).")
+    study: str = param("", "Register the best tune run of this Optuna study.")
+    experiment: str = param("", "Pick the best train or tune run of this experiment (name or id; default: the "
+                            "current one).")
+    model_name: str = param("", "Registered model name (default: from the data, e.g. digits).")
+    promote_without_comparison: bool = param(False, "Make it champion even where no fair comparison exists (the "
+                                             "champion was trained on other data, or on most of these test rows).")
+    include_baselines: bool = param(False, "Let the scikit-learn baselines of the chosen run's split compete by the "
+                                    "same validation metric: where one is better, it is the version registered, "
+                                    "and it meets the champion as a Keras model would.")
+
+    def __post_init__(self):
+        check_fields(self)
+        _validation_metric("metric", self.metric)
+
+
+@dataclass
 class PipelineParams:
     """What `main` adds to the data and training parameters: the search and the registration."""
 
@@ -138,30 +160,12 @@ class PipelineParams:
                                   "trial_epochs).")
     # Bounds the whole job's time on a slow machine.
     tune_timeout: float = param_like(TuneParams, "timeout", default=120.0)
-    metric: str = param(DEFAULT_METRIC, "Validation metric that guides the search and picks the model to "
-                        "register.")
-    model_name: str = param("", "Registered model name (default: from the data, e.g. digits).")
+    metric: str = param_like(RegisterParams, "metric", help="Validation metric that guides the search and picks "
+                             "the model to register.")
+    model_name: str = param_like(RegisterParams, "model_name")
+    include_baselines: bool = param_like(RegisterParams, "include_baselines")
     env_manager: str = param("auto", "Env manager for the nested steps (auto: the one this run was started with).",
                              choices=ENV_MANAGERS)
-
-    def __post_init__(self):
-        check_fields(self)
-        _validation_metric("metric", self.metric)
-
-
-@dataclass
-class RegisterParams:
-    """Which run's model to register, and when it may become the champion."""
-
-    metric: str = param_like(PipelineParams, "metric", help="Validation metric that picks the best run (a train "
-                             "run's best epoch; a tune run's best trial).")
-    run_id: str = param("", "Register this run's model (several, comma-separated: the best of them).")
-    study: str = param("", "Register the best tune run of this Optuna study.")
-    experiment: str = param("", "Pick the best train or tune run of this experiment (name or id; default: the "
-                            "current one).")
-    model_name: str = param_like(PipelineParams, "model_name")
-    promote_without_comparison: bool = param(False, "Make it champion even where no fair comparison exists (the "
-                                             "champion was trained on other data, or on most of these test rows).")
 
     def __post_init__(self):
         check_fields(self)

@@ -275,7 +275,9 @@ def test_the_default_digits_cnn_is_not_called_overfitting(tracking, tmp_path):
         val = _history(tracking.client, run_id, "val_loss")
         train_eval = _history(tracking.client, run_id, "train_eval_loss")
         assert len(val) == len(train_eval) == epochs
-        # Like with like: the training rows in inference mode score as the validation rows do,
-        # where the training-mode loss is far lower while the moving statistics catch up.
-        assert abs(train_eval[-1] - val[-1]) < 0.1 * val[-1]
+        # Like with like: the training rows in inference mode (moving statistics, no dropout) score
+        # in the validation rows' range, not at the training-mode loss, which the diagnosis does not use.
+        loss = _history(tracking.client, run_id, "loss")
+        assert 0.5 * val[-1] < train_eval[-1] < 1.1 * val[-1]
+        assert abs(train_eval[-1] - val[-1]) < abs(loss[-1] - val[-1])
         assert f"{val[-1]:.4g} at epoch {epochs - 1} of {epochs}" in reason

@@ -43,8 +43,9 @@ def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
     assert main.data.metrics["champion_test_accuracy"] == pytest.approx(float(champion.tags["test_accuracy"]), abs=1e-6)
     assert main.data.metrics["baseline_test_accuracy"] == steps["baselines"].data.metrics["best_test_accuracy"]
     baselines = tracking.runs("baseline")
-    assert len(baselines) == 3 and all(b.data.tags["mlflow.parentRunId"] == steps["baselines"].info.run_id
-                                       for b in baselines)
+    assert {b.data.params["baseline"] for b in baselines} == {"dummy", "linear", "svm", "hist_gradient_boosting"}
+    assert all(b.data.tags["mlflow.parentRunId"] == steps["baselines"].info.run_id for b in baselines)
+    assert all(b.data.tags["fittrack.model_uri"] for b in baselines)
 
     client = tracking.client
     for name in ("loss", "val_loss", "accuracy", "val_accuracy", "val_auc", "val_f1_score"):

@@ -189,6 +189,39 @@ def test_candidate_is_ranked_at_the_epoch_its_model_holds(tracking):
     assert float(version.tags["val_score_val_loss"]) == pytest.approx(history[best_epoch], abs=1e-6)
 
 
+def test_a_better_baseline_competes_only_when_asked(tracking):
+    # One epoch at a tiny learning rate: on iris, every baseline but the dummy is far better.
+    weak = _train("--epochs", "1", "--learning-rate", "0.0005")
+    client = tracking.client
+    best = min(_runs("baseline"), key=lambda r: r.data.metrics["val_loss"])
+
+    assert _invoke("register").exit_code == 0
+    first = client.get_model_version("iris", "1")
+    assert first.tags["source_run_id"] == weak and first.tags["fittrack.candidate_kind"] == "keras"
+    assert best.data.metrics["val_loss"] < float(first.tags["val_score_val_loss"]), "the baseline must be better"
+    assert _runs("register")[-1].data.tags["fittrack.candidate_kind"] == "keras"
+
+    result = _invoke("register", "--run-id", weak, "--include-baselines", "true")
+    assert result.exit_code == 0 and f"baseline {best.data.params['baseline']} (val_loss" in result.output
+    second = client.get_model_version("iris", "2")
+    assert second.tags["source_run_id"] == best.info.run_id
+    assert second.tags["fittrack.candidate_kind"] == "baseline"
+    assert second.tags["fittrack.baseline"] == best.data.params["baseline"]
+    assert second.tags["val_score_val_loss"] == f"{best.data.metrics['val_loss']:.6f}"
+    # It met the Keras champion on the same split's test rows, and won.
+    assert second.tags["fittrack.comparison"].startswith("fair: champion version 1 has the same split")
+    register = _runs("register")[-1]
+    assert register.data.tags["fittrack.candidate_kind"] == "baseline" and register.data.tags["promoted"] == "true"
+    assert register.data.tags["fittrack.baselines_run_id"] == best.data.tags["mlflow.parentRunId"]
+    assert register.data.metrics["challenger_test_accuracy"] > register.data.metrics["champion_test_accuracy"]
+    assert _aliases(client, "iris") == {"champion": "2", "challenger": "2"}
+
+    test = load_split(best.data.tags["fittrack.split_run_id"]).parts["test"]
+    predicted = mlflow.pyfunc.load_model("models:/iris@champion").predict(test.x)
+    recomputed = accuracy_score(np.asarray(test.y).astype(str), np.asarray(predicted).astype(str))
+    assert recomputed == pytest.approx(best.data.metrics["test_accuracy"], abs=1e-9)
+
+
 def _register_process(tracking, run_id):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.uri, "MLFLOW_EXPERIMENT_ID": tracking.experiment_id}
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "register", "--run-id", run_id],

@@ -74,7 +74,8 @@ def test_train_run_holds_everything(tracking):
     assert run.data.tags["fittrack.baselines_run_id"] == step.info.run_id
     assert step.data.params["split_run_id"] == run.data.params["split_run_id"]
     baselines = tracking.runs("baseline")
-    assert {b.data.tags["mlflow.runName"] for b in baselines} == {"baseline-dummy", "baseline-linear", "baseline-svm"}
+    assert {b.data.tags["mlflow.runName"] for b in baselines} == {
+        "baseline-dummy", "baseline-linear", "baseline-svm", "baseline-hist_gradient_boosting"}
     assert all(b.data.tags["mlflow.parentRunId"] == step.info.run_id for b in baselines)
     best = max(baselines, key=lambda b: b.data.metrics["val_accuracy"])
     assert step.data.tags["best_baseline"] == best.data.params["baseline"]

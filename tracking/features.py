@@ -21,6 +21,8 @@ __all__ = [
     "make_preprocessor", "feature_types", "image_scale",
     "prepare_features", "numeric_as_numbers", "categorical_as_strings", "encode_target", "class_codes",
     "decode_output", "class_probabilities",
+    "ENCODINGS", "MAX_CATEGORIES", "estimator_meta", "estimator_features", "flat_features",
+    "category_levels",
 ]
 
 
@@ -96,11 +98,15 @@ def prepare_features(x, meta: dict, preprocessor=None) -> np.ndarray:
     if meta["kind"] == "image":
         x = x.to_numpy() if isinstance(x, pd.DataFrame) else np.asarray(x)
         return x.reshape((-1, *meta["input_shape"])).astype("float32")
+    return np.asarray(preprocessor.transform(_table_rows(x, meta)), dtype="float32")
+
+
+def _table_rows(x, meta: dict) -> pd.DataFrame:
+    """The training columns, categories as strings and numbers as numbers, whatever the rows' dtypes."""
     if not isinstance(x, pd.DataFrame):
         x = pd.DataFrame(np.asarray(x), columns=meta["columns"])
     x = categorical_as_strings(x[meta["columns"]], meta["categorical"])
-    x = numeric_as_numbers(x, [c for c in meta["columns"] if c not in meta["categorical"]])
-    return np.asarray(preprocessor.transform(x), dtype="float32")
+    return numeric_as_numbers(x, [c for c in meta["columns"] if c not in meta["categorical"]])
 
 
 def numeric_as_numbers(x: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -154,3 +160,50 @@ def class_probabilities(output: np.ndarray, meta: dict) -> np.ndarray:
         p = output.reshape(-1)
         return np.stack([1 - p, p], axis=1)
     return output
+
+
+#: How a scikit-learn baseline takes rows: "network", what the network sees (scaled numbers, one-hot
+#: categories, pixels in [0, 1]) as one flat row; "native", the raw columns with categories as pandas
+#: categories, for HistGradientBoosting's native categorical support (images: raw pixels, flat).
+ENCODINGS = ("network", "native")
+#: HistGradientBoosting refuses a categorical column with more categories than its max_bins (255).
+MAX_CATEGORIES = 255
+
+
+def estimator_meta(prepared: Prepared, encoding: str) -> dict:
+    """What a baseline's logged model needs to redo `encoding` on raw rows, on top of the network's meta."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    meta = {**prepared.meta, "encoding": encoding, "image_scale": prepared.image_scale}
+    if encoding == "native" and meta["kind"] != "image":
+        meta["categories"] = category_levels(prepared.raw_train_x, meta["categorical"])
+    return meta
+
+
+def estimator_features(x, meta: dict, preprocessor=None):
+    """Raw rows (a DataFrame, or an image array) to what a baseline takes, as `meta["encoding"]` says."""
+    if meta["encoding"] == "native" and meta["kind"] != "image":
+        x = _table_rows(x, meta)
+        for column, levels in meta["categories"].items():
+            # Fixed from the training part: any rows map a category to the same code; unknown ones are missing.
+            x[column] = pd.Categorical(x[column], categories=levels)
+        return x
+    return flat_features(prepare_features(x, meta, preprocessor), meta)
+
+
+def flat_features(features: np.ndarray, meta: dict) -> np.ndarray:
+    """What the network takes (prepare_features) as a baseline takes it: one flat row per example,
+    pixels divided by the image scale for the "network" encoding, raw for "native"."""
+    if meta["encoding"] == "network" and meta["kind"] == "image":
+        features = features / meta["image_scale"]
+    return features.reshape(len(features), -1)
+
+
+def category_levels(x_train: pd.DataFrame, columns: list[str], limit: int = MAX_CATEGORIES) -> dict[str, list]:
+    """Each column's categories in the training rows, as strings: the `limit` most frequent, sorted."""
+    x = categorical_as_strings(x_train[columns], columns)
+    levels = {}
+    for column in columns:
+        counts = x[column].value_counts(dropna=True)
+        levels[column] = sorted(sorted(counts.index, key=lambda v: (-counts[v], v))[:limit])
+    return levels

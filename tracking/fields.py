@@ -47,20 +47,10 @@ def param_like(cls, name: str, **changes):
 
 
 def describe_range(meta: dict) -> str:
-    """The accepted range as a condition on x (`x>=1`, `0<=x<1`), as click writes ranges; '' if none."""
+    """The accepted range, as --help and an error message say it: `>= 1`, `in [0, 1)`; '' if none."""
     low, high = meta.get("low"), meta.get("high")
-    if low is not None and high is not None:
-        return f"{low}{'<' if meta['low_open'] else '<='}x{'<' if meta['high_open'] else '<='}{high}"
-    if low is not None:
-        return f"x{'>' if meta['low_open'] else '>='}{low}"
-    if high is not None:
-        return f"x{'<' if meta['high_open'] else '<='}{high}"
-    return ""
-
-
-def _bounds(meta: dict) -> str:
-    """The accepted range in words for an error message: `>= 1`, `in [0, 1)`."""
-    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None:
+        return ""
     if low is not None and high is not None:
         return f"in {'(' if meta['low_open'] else '['}{low}, {high}{')' if meta['high_open'] else ']'}"
     if low is not None:
@@ -103,7 +93,7 @@ def check_fields(obj) -> None:
         if meta["choices"] and value not in meta["choices"]:
             raise FittrackError(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
         if kind in (int, float) and not _in_range(value, meta):
-            raise FittrackError(f"{f.name} must be {_bounds(meta)}, got {value!r}")
+            raise FittrackError(f"{f.name} must be {describe_range(meta)}, got {value!r}")
 
 
 def _choice_type(choices: tuple):
@@ -138,7 +128,7 @@ def click_options(cls, *, exclude: tuple = (), only: tuple | None = None, requir
             continue
         kind = hints[f.name]
         bounds = describe_range(meta)
-        help_text = meta["help"] + (f" [{bounds}]" if bounds else "")
+        help_text = " ".join(filter(None, (meta["help"], f"Range: {bounds}." if bounds else "")))
         decls = [f"--{(meta['name'] or f.name).replace('_', '-')}", f.name]
         settings = {"help": help_text or None, "hidden": meta["hidden"], "envvar": meta["envvar"]}
         if meta["flag"]:

@@ -34,21 +34,9 @@ def run_baselines(split_run_id: str, seed: int, nested: bool = False, data: Spli
         mlflow.set_tags({"fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest})
         if prepared is None:
             prepared = prepare(data)
-        # Baselines see what the network sees; pixels scaled to [0, 1] as the network's first layer does.
-        features = {n: f / prepared.image_scale if data.kind == "image" else f for n, f in prepared.features.items()}
-        fitted = baseline_models.fit_baselines(data.task, features, prepared.labels, seed)
-        client = MlflowClient()
+        fitted = baseline_models.fit_baselines(data, prepared, seed)
         for baseline in fitted:
-            created = client.create_run(run.info.experiment_id, run_name=f"baseline-{baseline.name}", tags={
-                "mlflow.parentRunId": run.info.run_id, runs.STEP_TAG: "baseline",
-                "fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest,
-                METRIC_AVERAGING_TAG: averaging(data.task, data.classes)})
-            for key, value in {"model": baseline.estimator, "baseline": baseline.name,
-                               "split_run_id": split_run_id}.items():
-                client.log_param(created.info.run_id, key, value)
-            for key, value in baseline.metrics.items():
-                client.log_metric(created.info.run_id, key, float(value))
-            client.set_terminated(created.info.run_id, "FINISHED")
+            _log_baseline(run, baseline, split_run_id, data, prepared)
         metric = PRIMARY_METRIC[data.task]
         # The best baseline is chosen on validation, as a Keras run is; its test score is the bar.
         best = max(fitted, key=lambda b: b.metrics[f"val_{metric}"])
@@ -57,6 +45,26 @@ def run_baselines(split_run_id: str, seed: int, nested: bool = False, data: Spli
                             **{f"{b.name}_test_{metric}": b.metrics[f"test_{metric}"] for b in fitted}})
         mlflow.set_tag("best_baseline", best.name)
         return run.info.run_id
+
+
+def _log_baseline(parent, baseline, split_run_id: str, data: SplitData, prepared: Prepared) -> None:
+    """One baseline as a run nested under `parent`: params, scores and its model (runs:/<id>/model)."""
+    from pipelines.steps.train import pip_requirements
+    from tracking.models import input_example, log_estimator
+
+    # An explicit new id: start_run() without one would join a leftover MLFLOW_RUN_ID.
+    created = MlflowClient().create_run(parent.info.experiment_id, run_name=f"baseline-{baseline.name}", tags={
+        "mlflow.parentRunId": parent.info.run_id, runs.STEP_TAG: "baseline",
+        "fittrack.split_run_id": split_run_id, runs.DATA_DIGEST_TAG: data.digest,
+        METRIC_AVERAGING_TAG: averaging(data.task, data.classes)})
+    with mlflow.start_run(run_id=created.info.run_id, nested=True):
+        mlflow.log_params({"model": baseline.estimator, "baseline": baseline.name, "split_run_id": split_run_id,
+                           "encoding": baseline.meta["encoding"], **baseline.params})
+        mlflow.log_metrics({k: float(v) for k, v in {**baseline.metrics, **baseline.fit_metrics}.items()})
+        preprocessor = prepared.preprocessor if baseline.meta["encoding"] == "network" else None
+        model_uri = log_estimator(baseline.model, baseline.meta, preprocessor, input_example(prepared.raw_train_x),
+                                  pip_requirements())
+        mlflow.set_tag("fittrack.model_uri", model_uri)
 
 
 def find_baselines(split_run_id: str, seed: int):

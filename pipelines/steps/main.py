@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from pipelines.steps.baselines import find_baselines
 from pipelines.errors import FittrackError
 from pipelines.params import DataParams, PipelineParams
+from pipelines.steps.register import BASELINE, BASELINE_TAG, KERAS, KIND_TAG
 from pipelines.steps.split import find_split, run_name
 from pipelines.train import TrainConfig
 from tracking import env, runs
@@ -83,12 +84,13 @@ def run_main(data_params: DataParams, config: TrainConfig, pipeline: PipelinePar
 
         register_run_id = _run_step(uri, "register", {
             "metric": pipeline.metric, "run_id": ",".join(candidates), "model_name": pipeline.model_name,
+            "include_baselines": runs.param_string(pipeline.include_baselines),
         }, manager, run)
         return _summarise(split_run_id, baselines_run_id, train_run_id, candidates, register_run_id)
 
 
 def _summarise(split_run_id, baselines_run_id, train_run_id, candidates, register_run_id) -> dict:
-    """The main run carries the registered model's outcome next to the best baseline's."""
+    """The main run carries the champion's outcome next to the best baseline's, and the margin between."""
     client = MlflowClient()
     registered = client.get_run(register_run_id)
     baselines = client.get_run(baselines_run_id)
@@ -101,14 +103,21 @@ def _summarise(split_run_id, baselines_run_id, train_run_id, candidates, registe
     score_name = key.removeprefix("challenger_")
     champion_score = float(champion.tags[score_name])
     baseline_score = baselines.data.metrics[f"best_{score_name}"]
+    # Bigger is better for every test_ score the summary shows (accuracy, r2_score). The champion's
+    # score is read from a tag of 6 decimals: so is the margin (+ 0.0 turns -0.0 into 0.0).
+    margin = round(champion_score - baseline_score, 6) + 0.0
+    # Versions from before baselines could compete carry no kind: they are Keras models.
+    kind = champion.tags.get(KIND_TAG, KERAS)
+    described = f"baseline {champion.tags.get(BASELINE_TAG, '')}".strip() if kind == BASELINE else kind
     mlflow.log_metrics({**{k: v for k, v in trained.data.metrics.items() if k.startswith("test_")},
-                        f"champion_{score_name}": champion_score, f"baseline_{score_name}": baseline_score})
+                        f"champion_{score_name}": champion_score, f"baseline_{score_name}": baseline_score,
+                        f"champion_margin_{score_name}": margin})
     mlflow.set_tags({"diagnosis": trained.data.tags.get("diagnosis", ""), "registered_model": name,
                      "registered_version": version, "champion_version": str(champion.version),
-                     "best_baseline": baselines.data.tags.get("best_baseline", "")})
-    print(f"fittrack: champion models:/{name}@champion (version {champion.version}): {score_name} "
-          f"{champion_score:.4f}; best baseline ({baselines.data.tags.get('best_baseline')}) {baseline_score:.4f}",
-          file=sys.stderr)
+                     "champion_kind": kind, "best_baseline": baselines.data.tags.get("best_baseline", "")})
+    print(f"fittrack: champion models:/{name}@champion (version {champion.version}, {described}): {score_name} "
+          f"{champion_score:.4f}; best baseline ({baselines.data.tags.get('best_baseline')}) {baseline_score:.4f}; "
+          f"margin {margin:+.4f}", file=sys.stderr)
     return {"split_run_id": split_run_id, "baselines_run_id": baselines_run_id, "train_run_id": train_run_id,
             "tune_run_id": candidates[1] if len(candidates) > 1 else None, "register_run_id": register_run_id,
             "model_name": name, "version": version, "champion_version": str(champion.version)}

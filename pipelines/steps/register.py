@@ -1,6 +1,8 @@
 """The register step: the best run's model into the MLflow Model Registry, champion/challenger.
 
-The candidate is judged once on the held-out test rows of its own split. The current champion is
+The candidate is the best train or tune run by a validation metric; with `include_baselines`, the
+scikit-learn baselines of its split compete too, by the same metric. It is judged once on the
+held-out test rows of its own split. The current champion is
 judged on the same rows only where neither model trained or validated on them: on the very same
 split, all its test rows; on another split of the same data, the test rows that were in neither
 the champion's train nor its val part. Otherwise there is no fair comparison, and the champion
@@ -38,6 +40,8 @@ COMPARISON_TAG = "fittrack.comparison"
 MIN_COMPARED_ROWS, MIN_COMPARED_SHARE = 30, 0.1
 # Past this many promotion decisions, a split's test rows have become a selection set.
 TEST_SET_DECISIONS_WARNING = 10
+# On the register run and the version: which kind of model won the validation ranking, and which baseline.
+KIND_TAG, BASELINE_TAG, KERAS, BASELINE = "fittrack.candidate_kind", "fittrack.baseline", "keras", "baseline"
 # Two split runs of the same data with these params equal hold the same rows: split reuse's match.
 SPLIT_PARAMS = tuple(DataParams().match_params())
 
@@ -46,6 +50,14 @@ SPLIT_PARAMS = tuple(DataParams().match_params())
 class Candidate:
     run: object
     score: float  # its validation score by the chosen metric, at the epoch its model holds
+
+    @property
+    def kind(self) -> str:
+        return BASELINE if self.run.data.tags.get(runs.STEP_TAG) == BASELINE else KERAS
+
+    @property
+    def baseline(self) -> str:
+        return self.run.data.params.get("baseline", "") if self.kind == BASELINE else ""
 
 
 @dataclass
@@ -63,6 +75,8 @@ def run_register(params: RegisterParams | None = None, **changes) -> dict:
     client = MlflowClient()
     with runs.step_run(STEP, run_name="register"):
         candidate = _pick(client, metric, run_id, study, experiment)
+        if params.include_baselines:
+            candidate = _against_baselines(client, candidate, metric)
         source = candidate.run
         split_run_id = source.data.tags.get("fittrack.split_run_id") or source.data.params.get("split_run_id")
         model_uri = source.data.tags.get("fittrack.model_uri")
@@ -73,7 +87,9 @@ def run_register(params: RegisterParams | None = None, **changes) -> dict:
         mlflow.set_tag("mlflow.runName", run_name(STEP, data.source))
         name = model_name or data_sources.data_name(data.source)
         runs.log_params({"metric": metric, "model_name": name, "source_run_id": source.info.run_id,
-                         "split_run_id": split_run_id, "promote_without_comparison": promote_without_comparison})
+                         "split_run_id": split_run_id, "promote_without_comparison": promote_without_comparison,
+                         "include_baselines": params.include_baselines})
+        mlflow.set_tags({KIND_TAG: candidate.kind, **({BASELINE_TAG: candidate.baseline} if candidate.baseline else {})})
         score_name = f"test_{PRIMARY_METRIC[data.task]}"
         test = data.parts["test"]
         predicted = _predict(model_uri, test.x)
@@ -83,6 +99,7 @@ def run_register(params: RegisterParams | None = None, **changes) -> dict:
             runs.DATA_DIGEST_TAG: data.digest, score_name: f"{test_score:.6f}",
             "study": source.data.tags.get("optuna.study_name", ""), f"val_score_{metric}": f"{candidate.score:.6f}",
             PROMOTION_TAG: PENDING, "fittrack.register_run_id": mlflow.active_run().info.run_id,
+            KIND_TAG: candidate.kind, **({BASELINE_TAG: candidate.baseline} if candidate.baseline else {}),
         })
         try:
             done = _decide(client, name, version.version, data, predicted, test_score, score_name,
@@ -264,14 +281,59 @@ def _pick(client, metric: str, run_id: str, study: str, experiment: str) -> Cand
     return Candidate(*best)
 
 
+def _against_baselines(client, best: Candidate, metric: str) -> Candidate:
+    """The best of `best` and the baselines of its split, by `metric` on validation; a tie keeps `best`."""
+    split_run_id = best.run.data.tags.get("fittrack.split_run_id") or best.run.data.params.get("split_run_id")
+    if not split_run_id or best.kind == BASELINE:
+        return best
+    baselines = _baselines_of(client, best.run.info.experiment_id, split_run_id)
+    if baselines is None:
+        print(f"fittrack: no finished baselines run of split {split_run_id}: only the Keras candidates compete",
+              file=sys.stderr)
+        return best
+    mlflow.set_tag("fittrack.baselines_run_id", baselines.info.run_id)
+    children = client.search_runs(
+        [baselines.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{baselines.info.run_id}' and tags.`{runs.STEP_TAG}` = '{BASELINE}' "
+        "and attributes.status = 'FINISHED'", max_results=1000)
+    scored = [Candidate(r, r.data.metrics[metric]) for r in children
+              if metric in r.data.metrics and r.data.tags.get("fittrack.model_uri")]
+    if not scored:
+        return best
+    better = (max if mode_of(metric) == "max" else min)([best, *scored], key=lambda c: c.score)
+    if better is not best:
+        print(f"fittrack: baseline {better.baseline} ({metric} {better.score:.4f}) beats the best Keras run "
+              f"{best.run.info.run_id} ({best.score:.4f}) on validation: it is the candidate", file=sys.stderr)
+    return better
+
+
+def _baselines_of(client, experiment_id: str, split_run_id: str):
+    """The newest finished baselines run of a split, or None."""
+    found = client.search_runs(
+        [experiment_id], f"tags.`{runs.STEP_TAG}` = 'baselines' and attributes.status = 'FINISHED' "
+        f"and tags.`fittrack.split_run_id` = '{split_run_id}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:  # a baselines run from before the tag: its param says the split
+        found = client.search_runs(
+            [experiment_id], f"tags.`{runs.STEP_TAG}` = 'baselines' and attributes.status = 'FINISHED' "
+            f"and params.split_run_id = '{split_run_id}'", order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
 def _validation_score(client, run, metric: str, strict: bool = True):
-    """`metric` at the epoch whose weights the run's model holds.
+    """`metric` at the epoch whose weights the run's model holds (a baseline's model: its one fit).
 
     A train run logs its best epoch by its `monitor`; when `metric` is another metric, its best
     value over all epochs may belong to an epoch the model does not hold. A tune run's model is
     its best trial's best epoch, and trials monitor the study's metric, so `best_value` is that
     metric there; for another metric, the best trial is read like a train run.
     """
+    if run.data.tags.get(runs.STEP_TAG) == BASELINE:
+        if metric in run.data.metrics:
+            return run.data.metrics[metric]
+        if strict:
+            raise FittrackError(f"baseline run {run.info.run_id} has no metric {metric!r}")
+        return None
     source = run
     if run.data.tags.get(runs.STEP_TAG) == "tune":
         if run.data.params.get("metric") == metric and "best_value" in run.data.metrics:

@@ -40,6 +40,10 @@ def default_study(data: str, family: str, split_run_id: str) -> str:
     return f"{data_sources.data_name(data)}-{family}-{split_run_id[:8]}"
 
 
+#: How an extra worker process finds its study's run: not a parameter of the search.
+WORKER_FIELDS = ("parent_run_id", "worker_index")
+
+
 def run_tune(data_params: DataParams, base: training.TrainConfig, params: TuneParams, split_run_id: str = "",
              verbose: bool = True) -> str:
     """Run a study (or, with `params.parent_run_id`, one extra worker of it); return the step run's id."""
@@ -65,7 +69,7 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
         # The trials' own epochs and patience are trial_epochs and trial_patience.
         runs.log_params({**asdict(data_params),
                          **{k: v for k, v in base.params().items() if k not in ("monitor", "epochs", "patience")},
-                         "trial_patience": base.patience, **{k: v for k, v in asdict(params).items() if k != "storage"},
+                         **{k: v for k, v in asdict(params).items() if k not in ("storage", *WORKER_FIELDS)},
                          "storage": mask_uri(params.storage), "split_run_id": split_run_id})
         # Tags as well as params: `mlflow run` logs its -P values (study '', storage '') before we start,
         # and a param cannot change, so these say where the study lives whatever the params say.
