@@ -146,17 +146,12 @@ def _evaluate_and_log(outcome, prepared, workdir, task) -> dict:
 
 def log_trained_model(model, prepared) -> str:
     """Log `network` and `model` into the active run; return the model's URI."""
-    from tracking.models import log_model
+    from tracking.models import input_example, log_model
 
-    model_uri = log_model(model, prepared.meta, prepared.preprocessor, _input_example(prepared),
+    model_uri = log_model(model, prepared.meta, prepared.preprocessor, input_example(prepared.raw_train_x),
                           pip_requirements())
     mlflow.set_tag("fittrack.model_uri", model_uri)
     return model_uri
-
-
-def _input_example(prepared, n: int = 5):
-    raw = prepared.raw_train_x
-    return raw.iloc[:n] if hasattr(raw, "iloc") else raw[:n]
 
 
 def _log_baselines(baselines_run_id, data, result):
