@@ -92,8 +92,10 @@ def _describe(param: click.Parameter) -> str:
     shown = "required" if param.required else (
         str(default).lower() if isinstance(default, bool) else "none" if default in (None, "") else str(default))
     text = f"`{param.name}` ({shown})"
-    if isinstance(param.type, click.Choice):
-        text += f" `{'|'.join(map(str, param.type.choices))}`"
+    # click.Choice, or tracking.fields' choice type, which shows the choices and leaves refusing to the constructor.
+    choices = getattr(param.type, "choices", None)
+    if choices:
+        text += f" `{'|'.join(map(str, choices))}`"
     return text + (f": {param.help.rstrip('.')}" if param.help else "")
 
 

@@ -37,6 +37,8 @@ def test_readme_parameter_list_is_written_from_the_cli():
     readme = _read("README.md").decode()
     assert with_readme_parameters(readme) == readme, "README is stale: run python -m pipelines.mlproject"
     assert "`trial_patience` (3)" in readme and "`tune_trials` (8)" in readme
+    # Each choice option lists its choices (wrapped lines joined).
+    assert "`optimizer` (adam) `adam|adamw|sgd|rmsprop|nadam`" in " ".join(readme.split())
 
 
 def test_mlproject_entry_points_match_the_cli():
