@@ -96,15 +96,13 @@ def log_model(network, meta: dict, preprocessor, input_example, pip_requirements
     with tempfile.TemporaryDirectory() as tmp:
         network_dir = os.path.join(tmp, NETWORK_PATH)
         features = prepare_features(input_example, meta, preprocessor)
-        mlflow.keras.save_model(
-            network, network_dir,
-            signature=infer_signature(features, network.predict(features, verbose=0)),
-            pip_requirements=pip_requirements,
-        )
+        output = network.predict(features, verbose=0)
+        mlflow.keras.save_model(network, network_dir, signature=infer_signature(features, output),
+                                pip_requirements=pip_requirements)
         _add_input_example(network_dir, features)
         mlflow.log_artifacts(network_dir, NETWORK_PATH)
         artifacts = {NETWORK_PATH: network_dir, **_save_meta(tmp, meta, preprocessor)}
-        predictions = decode_output(network.predict(features, verbose=0), meta)
+        predictions = decode_output(output, meta)
         info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements, meta.get("coerced", []))
     return info.model_uri
 
