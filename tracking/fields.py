@@ -83,11 +83,9 @@ def check_fields(obj) -> None:
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         meta = f.metadata
-        if not meta.get("option"):
+        if not meta.get("option") or meta["multiple"]:
             continue
         value, kind = getattr(obj, f.name), hints[f.name]
-        if meta["multiple"]:
-            continue
         if not _of_kind(value, kind):
             raise FittrackError(f"{f.name} must be {_KINDS.get(kind, kind)}, got {value!r}")
         if meta["choices"] and value not in meta["choices"]:
