@@ -13,18 +13,61 @@ def build_model(config, input_shape: tuple, task: str, n_classes: int, image_sca
     inputs = keras.Input(shape=input_shape, name="features")
     if config.resolved_model == "cnn":
         x = _cnn_body(keras, inputs, config, image_scale, regularizer)
+        outputs = output_head(keras, x, task, n_classes, target_mean, target_std)
+    elif config.ensemble_size > 1:
+        outputs = _mlp_ensemble(keras, inputs, config, regularizer, task, n_classes, target_mean, target_std)
     else:
         x = _mlp_body(keras, inputs, config, regularizer)
-    outputs = output_head(keras, x, task, n_classes, target_mean, target_std)
+        outputs = output_head(keras, x, task, n_classes, target_mean, target_std)
     return keras.Model(inputs, outputs, name=f"fittrack_{config.resolved_model}")
 
 
-def _mlp_body(keras, x, config, regularizer):
+def _mlp_body(keras, x, config, regularizer, prefix=""):
     for i in range(config.layers):
-        x = keras.layers.Dense(config.units, activation="relu", kernel_regularizer=regularizer, name=f"dense_{i}")(x)
+        x = keras.layers.Dense(config.units, activation="relu", kernel_regularizer=regularizer,
+                               name=f"{prefix}dense_{i}")(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+            x = keras.layers.Dropout(config.dropout, name=f"{prefix}dropout_{i}")(x)
     return x
+
+
+def _mlp_ensemble(keras, inputs, config, regularizer, task, n_classes, target_mean, target_std):
+    """`ensemble_size` MLPs side by side in one network, each initialised on its own, their logits
+    averaged before the output activation (an MLP^k ensemble, as in Gorishniy et al.'s TabM, 2024):
+    on a few hundred rows one MLP's test score swings with its initialisation, and the members
+    together cost one fit, one checkpoint and one model, with Keras's own layers only.
+
+    The members are batched, not k separate stacks of layers: the first layer is one Dense of
+    k x units (the members share only their input), every later layer an EinsumDense with a kernel
+    per member. Each member's kernels are initialised as Keras's Glorot initialiser would a
+    member's own Dense layer, so the members are k MLPs of `layers` x `units`, at a fraction of the
+    per-layer overhead that dominates small fits on a CPU."""
+    k, units, fan_in = config.ensemble_size, config.units, inputs.shape[-1]
+    n_out = output_units(task, n_classes)
+    x = keras.layers.Dense(k * units, activation="relu", kernel_regularizer=regularizer, name="members_dense_0",
+                           kernel_initializer=_member_glorot(keras, fan_in, units, k))(inputs)
+    x = keras.layers.Reshape((k, units), name="members")(x)
+    if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, name="members_dropout_0")(x)
+    for i in range(1, config.layers):
+        x = keras.layers.EinsumDense("bkd,kde->bke", output_shape=(k, units), bias_axes="ke", activation="relu",
+                                     kernel_initializer=_member_glorot(keras, units, units, k),
+                                     kernel_regularizer=regularizer,
+                                     name=f"members_dense_{i}")(x)
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"members_dropout_{i}")(x)
+    x = keras.layers.EinsumDense("bkd,kdo->bko", output_shape=(k, n_out), bias_axes="ko", dtype="float32",
+                                 kernel_initializer=_member_glorot(keras, units, n_out, k), name=MEMBERS_HEAD)(x)
+    x = keras.layers.GlobalAveragePooling1D(dtype="float32", name="ensemble_mean")(x)
+    return output_activation(keras, x, task, n_classes, target_mean, target_std)
+
+
+def _member_glorot(keras, fan_in: int, fan_out: int, members: int):
+    """Glorot uniform for one member's layer (variance 2 / (fan_in + fan_out)) on a batched kernel:
+    Keras counts the member axis among the output units, both of the Dense of k x units and of an
+    EinsumDense 'bkd,kde->bke' (tests/test_models.py measures the variance)."""
+    scale = (fan_in + members * fan_out) / (fan_in + fan_out)
+    return keras.initializers.VarianceScaling(scale=scale, mode="fan_avg", distribution="uniform")
 
 
 def _cnn_body(keras, x, config, image_scale, regularizer):
@@ -55,16 +98,42 @@ def _cnn_body(keras, x, config, image_scale, regularizer):
     return x
 
 
+#: The ensemble's output layer: every member's logits, (batch, members, outputs).
+MEMBERS_HEAD = "members_logits"
+
+
+def head_input(keras, network):
+    """What a new output head goes on: the input of the network's last Dense layer, or, for an
+    ensemble, every member's last hidden layer side by side (not one member alone)."""
+    members = [layer for layer in network.layers if layer.name == MEMBERS_HEAD]
+    if members:
+        return keras.layers.Flatten(name="members_features")(members[0].input)
+    dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
+    return dense[-1].input if dense else None
+
+
 def output_head(keras, x, task, n_classes, target_mean=0.0, target_std=1.0):
     """The output layer(s) for a task, on top of `x` (also the new head of a transfer run)."""
     # float32 outputs keep the loss stable under mixed precision.
     if task == "regression":
         x = keras.layers.Dense(1, dtype="float32", name="output")(x)
-        # Predictions come out in the target's own units, so logged mse/mae mean what they say.
-        return keras.layers.Rescaling(scale=target_std, offset=target_mean, dtype="float32", name="target_units")(x)
+        return output_activation(keras, x, task, n_classes, target_mean, target_std)
     if n_classes == 2:
         return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
     return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
+
+
+def output_units(task: str, n_classes: int) -> int:
+    return 1 if task == "regression" or n_classes == 2 else n_classes
+
+
+def output_activation(keras, x, task, n_classes, target_mean=0.0, target_std=1.0):
+    """Logits (or a standardised regression output) to what the loss and the user take."""
+    if task == "regression":
+        # Predictions come out in the target's own units, so logged mse/mae mean what they say.
+        return keras.layers.Rescaling(scale=target_std, offset=target_mean, dtype="float32", name="target_units")(x)
+    activation = "sigmoid" if n_classes == 2 else "softmax"
+    return keras.layers.Activation(activation, dtype="float32", name="output")(x)
 
 
 def compile_model(model, config, task: str, n_classes: int):

@@ -225,20 +225,21 @@ def _quote(value: str) -> str:
 
 
 def with_new_head(network, task: str, n_classes: int, target_mean: float = 0.0, target_std: float = 1.0):
-    """`network`'s layers up to its last Dense layer, under a new output head for this task.
+    """`network`'s layers up to its last Dense layer (every member's, for an ensemble), under a
+    new output head for this task.
 
     Returns (model, body): `body` lists the reused layers, which a head-only phase freezes.
     """
     import keras
 
-    from pipelines.models import output_head
+    from pipelines.models import head_input, output_head
 
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
-    dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
-    if not dense:
+    features = head_input(keras, network)
+    if features is None:
         raise FittrackError(f"the init model {network.name!r} has no Dense output layer to replace")
-    outputs = output_head(keras, dense[-1].input, task, n_classes, target_mean, target_std)
+    outputs = output_head(keras, features, task, n_classes, target_mean, target_std)
     model = keras.Model(network.inputs, outputs, name=network.name)
     body = [layer for layer in model.layers if any(layer is reused for reused in network.layers)]
     return model, body

@@ -13,6 +13,7 @@ from pipelines.errors import FittrackError
 from pipelines.params import DIRECTIONS, PRUNERS, SAMPLERS
 from tracking.metric_names import MAXIMISED, metric_names, mode_of
 from tracking import runs
+from tracking.features import feature_params
 from tracking.redact import mask_uri
 
 TRIAL_STEP = "trial"
@@ -156,6 +157,7 @@ class Objective:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         trial.set_user_attr("pid", os.getpid())
         _log_params(self.client, run_id, {**config.params(), "resolved_model": config.resolved_model,
+                                          **feature_params(self.prepared.meta),
                                           "split_run_id": self.split_run_id, "trial_number": trial.number})
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.base.seed + trial.number)

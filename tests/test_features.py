@@ -31,15 +31,35 @@ def test_preprocessor_is_fitted_on_training_rows_only():
     meta = {"kind": "tabular", "columns": list(train.columns), "categorical": categorical}
     other = pd.DataFrame({"age": [1000.0], "rooms": [100], "city": ["oslo"], "owner": [True]})
     features = prepare_features(other, meta, pre)
-    scaler = pre.named_transformers_["numeric"][-1]
-    # The missing age is imputed with the training median (30) before scaling.
-    assert scaler.mean_.tolist() == [(20 + 30 + 30 + 50) / 4, 2.5]
+    scaler = pre.named_transformers_["numeric"][1]
+    # The missing age is imputed with the training median (30) before scaling, centred on the median.
+    assert scaler.center_.tolist() == [30.0, 2.5]
     encoder = pre.named_transformers_["categorical"][-1]
     assert encoder.categories_[0].tolist() == ["paris", "rome"]
     # An unseen city is ignored (zeros in its one-hot block), not an error.
     assert features.shape == (1, 2 + 2 + 2)
     assert features[0, 2:4].tolist() == [0.0, 0.0]
     assert np.isfinite(prepare_features(train, meta, pre)).all()
+    # Far outside the training rows, smooth clipping bounds the scaled value below 3 (a standard
+    # scaler would give about 48 for age 1000).
+    assert 2.9 < features[0, 0] < 3.0
+
+
+def test_smooth_clipping_keeps_small_values_and_bounds_large_ones():
+    from tracking.features import smooth_clip
+
+    x = np.array([-1e6, -3.0, 0.0, 0.1, 3.0, 1e6])
+    clipped = smooth_clip(x)
+    assert np.all(np.abs(clipped) < 3.0)
+    assert np.all(np.diff(clipped) > 0)  # order kept
+    assert abs(clipped[3] - 0.1) < 1e-3
+    assert abs(clipped[4] - 3 / np.sqrt(2)) < 1e-12
+
+
+def test_standard_scaling_is_still_there():
+    train = _rows()[["age", "rooms"]]
+    pre = make_preprocessor(train, "standard").fit(train)
+    assert pre.named_transformers_["numeric"][-1].mean_.tolist() == [(20 + 30 + 30 + 50) / 4, 2.5]
 
 
 def test_image_scale_and_targets():
@@ -76,7 +96,8 @@ def test_prepare_fits_on_the_training_part_and_encodes_all_three():
              "test": Part(other, np.array(["a"]))}
     prepared = prepare(SplitData(parts, "label", "classification", "tabular", "rows.csv", "d", classes=["a", "b"]))
     assert prepared.meta["categorical"] == ["city", "owner"]
-    assert prepared.preprocessor.named_transformers_["numeric"][-1].mean_.tolist() == [32.5, 2.5]
+    assert prepared.preprocessor.named_transformers_["numeric"][1].center_.tolist() == [30.0, 2.5]
+    assert prepared.meta["numeric_scaling"] == "robust"
     assert {n: f.shape for n, f in prepared.features.items()} == {"train": (4, 6), "val": (1, 6), "test": (1, 6)}
     assert prepared.targets["val"].tolist() == [[1.0]]
     assert prepared.labels["test"].tolist() == ["a"]

@@ -201,3 +201,23 @@ def test_input_shape_that_does_not_fit_names_both_and_fails_the_run(init_model, 
     run = tracking.only_run("train")
     assert run.info.status == "FAILED" and run.data.tags["error"] == expected
     assert run.data.tags["fittrack.init_model"] == init_model
+
+
+def test_a_new_head_on_an_ensemble_reads_every_member():
+    import keras
+
+    from pipelines.models import build_model
+    from pipelines.train import TrainConfig
+    from pipelines.transfer import fit_probe, with_new_head
+
+    config = TrainConfig(model="mlp", ensemble_size=3, layers=2, units=4)
+    config.resolved_model = "mlp"
+    network = build_model(config, (6,), "classification", 3)
+    model, body = with_new_head(network, "classification", 2)
+    head = model.get_layer("output")
+    # Three members of 4 units each, side by side: the head reads 12 features, not one member's 4.
+    assert head.kernel.shape == (12, 1)
+    assert {"members_dense_0", "members_dense_1"} <= {layer.name for layer in body}
+    x = np.random.default_rng(0).normal(size=(50, 6)).astype("float32")
+    fit_probe(model, body, x, (x[:, 0] > 0).astype("float32").reshape(-1, 1), "classification")
+    assert keras.ops.convert_to_numpy(head.kernel).any()

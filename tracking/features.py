@@ -18,7 +18,7 @@ import pandas as pd
 
 __all__ = [
     "Prepared", "prepare",
-    "make_preprocessor", "feature_types", "image_scale",
+    "make_preprocessor", "feature_params", "NUMERIC_SCALING", "smooth_clip", "feature_types", "image_scale",
     "prepare_features", "numeric_as_numbers", "categorical_as_strings", "encode_target", "class_codes",
     "decode_output", "class_probabilities",
     "ENCODINGS", "MAX_CATEGORIES", "estimator_meta", "estimator_features", "flat_features",
@@ -49,8 +49,9 @@ def prepare(data) -> Prepared:
         scale = image_scale(train_x)
     else:
         numeric, categorical = feature_types(train_x)
-        meta.update(columns=list(map(str, train_x.columns)), categorical=categorical, coerced=list(data.coerced))
-        preprocessor = make_preprocessor(train_x)
+        meta.update(columns=list(map(str, train_x.columns)), categorical=categorical, coerced=list(data.coerced),
+                    numeric_scaling=NUMERIC_SCALING)
+        preprocessor = make_preprocessor(train_x, NUMERIC_SCALING)
         preprocessor.fit(categorical_as_strings(train_x, categorical))
     features = {n: prepare_features(p.x, meta, preprocessor) for n, p in data.parts.items()}
     targets = {n: encode_target(p.y, meta) for n, p in data.parts.items()}
@@ -58,17 +59,34 @@ def prepare(data) -> Prepared:
     return Prepared(features, targets, labels, meta, preprocessor, scale, raw_train_x=train_x)
 
 
-def make_preprocessor(x_train: pd.DataFrame):
+#: How numeric columns are scaled for the network (and the baselines that take its features):
+#: "robust", RealMLP's robust scaling and smooth clipping (Holzmüller et al., 2024); "standard",
+#: mean and standard deviation.
+NUMERIC_SCALING = "robust"
+
+
+def feature_params(meta: dict) -> dict:
+    """What the features stage chose, as params of the run that fits on them (the UI shows it)."""
+    return {"numeric_scaling": meta["numeric_scaling"]} if "numeric_scaling" in meta else {}
+
+
+def make_preprocessor(x_train: pd.DataFrame, numeric_scaling: str = NUMERIC_SCALING):
     """Impute, scale numeric columns and one-hot categorical ones (unknown categories ignored)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, RobustScaler, StandardScaler
 
     numeric, categorical = feature_types(x_train)
     transformers = []
     if numeric:
-        transformers.append(("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric))
+        if numeric_scaling == "robust":
+            # The interquartile range, scaled to a normal's unit variance, ignores the outliers a
+            # standard deviation chases; smooth clipping then bounds what is left far out.
+            scaler = [RobustScaler(unit_variance=True), FunctionTransformer(smooth_clip, feature_names_out="one-to-one")]
+        else:
+            scaler = [StandardScaler()]
+        transformers.append(("numeric", make_pipeline(SimpleImputer(strategy="median"), *scaler), numeric))
     if categorical:
         transformers.append((
             "categorical",
@@ -79,6 +97,11 @@ def make_preprocessor(x_train: pd.DataFrame):
             categorical,
         ))
     return ColumnTransformer(transformers, sparse_threshold=0.0)
+
+
+def smooth_clip(x):
+    """RealMLP's smooth clipping: about x near 0, tending to +-3 far out."""
+    return x / np.sqrt(1 + (x / 3) ** 2)
 
 
 def feature_types(x: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -22,7 +22,7 @@ from pipelines.tracked_fit import fit_tracked
 from tracking import entry, outage, runs
 from tracking.metric_names import PRIMARY_METRIC
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
-from tracking.features import prepare
+from tracking.features import feature_params, prepare
 
 STEP = "train"
 #: Where a train run keeps its last epoch (BackupAndRestore) until it has finished.
@@ -73,7 +73,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
         runs.log_params({
             **config.params(), **asdict(data_params), "split_run_id": split_run_id,
-            "resolved_model": config.resolved_model,
+            "resolved_model": config.resolved_model, **feature_params(prepared.meta),
             "iterations_per_epoch": fitting.iterations_per_epoch(n_train, config.batch_size),
             **{f"{name}_size": size for name, size in data.sizes.items()},
             **(init.params(config.learning_rate) if init else {}),
