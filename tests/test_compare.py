@@ -197,7 +197,9 @@ def test_a_real_training_run_compares_under_kerass_names(tracking):
     best = max(history, key=lambda m: (m.value, -m.step))
     assert row["best_val_accuracy"] == pytest.approx(best.value) and row["best_epoch"] == best.step
     assert row["test_accuracy"] == pytest.approx(client.get_run(row["run_id"]).data.metrics["test_accuracy"])
-    assert row["diagnosis"] in ("overfitting", "underfitting", "good_fit")
+    # Three epochs may still be improving (undertrained) or not: the column is the run's own tag.
+    assert row["diagnosis"] == client.get_run(row["run_id"]).data.tags["diagnosis"]
+    assert row["diagnosis"] in ("overfitting", "underfitting", "undertrained", "good_fit")
     assert row["model"] == "mlp" and row["learning_rate"] == 0.02 and row["optimizer"] == "adam"
     assert 0 < row["duration_s"] < time.time() - started
     assert (tracking.folder / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
