@@ -22,12 +22,11 @@ def build_model(config, input_shape: tuple, task: str, n_classes: int, image_sca
     return keras.Model(inputs, outputs, name=f"fittrack_{config.resolved_model}")
 
 
-def _mlp_body(keras, x, config, regularizer, prefix=""):
+def _mlp_body(keras, x, config, regularizer):
     for i in range(config.layers):
-        x = keras.layers.Dense(config.units, activation="relu", kernel_regularizer=regularizer,
-                               name=f"{prefix}dense_{i}")(x)
+        x = keras.layers.Dense(config.units, activation="relu", kernel_regularizer=regularizer, name=f"dense_{i}")(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"{prefix}dropout_{i}")(x)
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     return x
 
 
