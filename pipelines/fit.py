@@ -82,8 +82,9 @@ def _best_phase(model, values, mode: str, best):
     return best
 
 
-def keras_callbacks(config: TrainConfig, workdir: str):
-    """Keras's own callbacks for the fit; returns (list, the ModelCheckpoint)."""
+def keras_callbacks(config: TrainConfig, workdir: str, loss_ceiling: float | None = None):
+    """Keras's own callbacks for the fit; returns (list, the ModelCheckpoint). A training loss above
+    `loss_ceiling` ends the fit as a NaN one does."""
     import keras
 
     from tracking.callbacks import TerminateOnNaN
@@ -99,9 +100,9 @@ def keras_callbacks(config: TrainConfig, workdir: str):
         checkpoint,
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True),
-        # A NaN or infinite loss ends the fit at that epoch's end (gracefully: every callback's
-        # on_train_end runs, so the epoch is logged); fit_tracked then fails the run as diverged.
-        TerminateOnNaN(),
+        # A NaN, infinite or exploded loss ends the fit at that epoch's end (gracefully: every
+        # callback's on_train_end runs, so the epoch is logged); fit_tracked then fails the run as diverged.
+        TerminateOnNaN(loss_ceiling),
     ]
     if config.reduce_lr_patience > 0:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(

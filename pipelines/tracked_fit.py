@@ -58,7 +58,7 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     The outcome's history, diagnosis and `lowest_val_loss_epoch` then cover every epoch of the
     run, those of the process that was killed included.
 
-    A fit whose loss turns NaN or infinite stops there and raises FittrackError naming the epoch
+    A fit whose loss turns NaN, infinite or a hundred times the dummy baseline's stops there and raises FittrackError naming the epoch
     and the learning rate, after tagging the run `diverged`.
     """
     from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, MlflowMetricsLogger, TrainEvaluation,
@@ -67,7 +67,10 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
                    fit_metrics.averaging(prepared.meta["task"], prepared.meta["classes"]))
-    callbacks, checkpoint = fitting.keras_callbacks(config, workdir)
+    from tracking.diagnosis import loss_ceiling
+
+    ceiling = loss_ceiling(baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]))
+    callbacks, checkpoint = fitting.keras_callbacks(config, workdir, ceiling)
     best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
     callbacks.insert(1, best_logger)
     if transfer is not None:

@@ -96,6 +96,15 @@ def test_non_finite_loss_is_diverged(loss, val, epoch, reason, best):
     assert (d.label, d.diverged_epoch, d.reason, d.best_epoch) == ("diverged", epoch, reason, best)
 
 
+def test_a_finite_loss_a_hundred_times_the_dummys_is_diverged():
+    # An ensemble's averaged logits at a huge learning rate: finite, and hopeless.
+    d = diagnose([0.7, 8.5e28, 3e29], [0.6, 5e28, 1e29], dummy_loss=0.69, epochs=3)
+    assert (d.label, d.diverged_epoch) == ("diverged", 1)
+    assert d.reason == "training diverged at epoch 1: loss is 8.5e+28, over 100x the dummy baseline's 0.69"
+    # Just under the ceiling is a bad fit, not a divergence.
+    assert diagnose([0.7, 68.0], [0.6, 60.0], dummy_loss=0.69).label != "diverged"
+
+
 def test_a_nan_validation_epoch_that_recovered_is_not_diverged():
     d = diagnose([1.0, 0.5, 0.4, 0.3], [1.0, math.nan, 0.5, 0.35], dummy_loss=2.3)
     assert d.label == "good_fit" and d.best_epoch == 3
@@ -157,7 +166,8 @@ def test_a_too_small_network_is_underfitting(tracking, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(800, 2))
     y = (np.hypot(x[:, 0], x[:, 1]) < 1.18).astype(int)
-    outcome, run = _fit(tracking, tmp_path, _prepared(x, y, n_train=600), units=1, layers=1,
+    # One network of one unit: an ensemble of eight such networks sees eight directions.
+    outcome, run = _fit(tracking, tmp_path, _prepared(x, y, n_train=600), units=1, layers=1, ensemble_size=1,
                         learning_rate=0.05, epochs=15, batch_size=32)
     assert run.data.tags["diagnosis"] == "underfitting", run.data.tags["diagnosis_reason"]
     assert "training loss (inference mode) never fell below 80% of the dummy baseline's" in \
@@ -192,27 +202,31 @@ def test_a_failure_before_the_first_epoch_is_the_real_error(tracking, tmp_path):
     assert tracking.client.get_run(run_id).data.metrics == {}
 
 
-def test_a_diverging_learning_rate_fails_the_run_in_one_line(tracking):
+# One network overflows to NaN; an ensemble's averaged logits stay finite and explode.
+@pytest.mark.parametrize("ensemble_size", ["1", "8"])
+def test_a_diverging_learning_rate_fails_the_run_in_one_line(tracking, ensemble_size):
     from pipelines.cli import cli
 
     result = CliRunner().invoke(cli, ["train", "--data", "builtin:iris", "--epochs", "4", "--quiet",
-                                      "--tensorboard", "false", "--learning-rate", "1e9"])
+                                      "--tensorboard", "false", "--learning-rate", "1e9",
+                                      "--ensemble-size", ensemble_size])
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.output
     message = errors[0].removeprefix("Error: ")
-    epoch = re.fullmatch(r"training diverged at epoch (\d+): (val_)?loss is (nan|inf) with learning_rate 1e\+09; "
+    epoch = re.fullmatch(r"training diverged at epoch (\d+): (val_)?loss is (nan|inf|\S+, over 100x the dummy "
+                         r"baseline's \S+) with learning_rate 1e\+09; "
                          r"lower the learning rate", message)
     assert epoch, message
     assert "Traceback" not in result.output and "Invalid loss" not in result.output
     run = tracking.only_run("train")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == message and run.data.tags["diagnosis"] == "diverged"
-    # The non-finite epoch is logged, not dropped, and the fit stopped there.
+    # The diverged epoch is logged, not dropped, and the fit stopped there.
     curves = [_history(tracking.client, run.info.run_id, name) for name in ("loss", "val_loss")]
     assert len(curves[0]) == len(curves[1]) == run.data.metrics["epochs_run"] < 4
-    # MLflow's SQL stores keep NaN, and inf as the largest float.
-    assert any(math.isnan(v) or abs(v) >= 1.7e308 for v in curves[0] + curves[1])
+    # MLflow's SQL stores keep NaN, and inf as the largest float; iris's dummy loss is log(3).
+    assert any(math.isnan(v) or abs(v) > 100 * math.log(3) for v in curves[0] + curves[1])
     # No best checkpoint, or a finite one only.
     if tracking.client.list_artifacts(run.info.run_id, "checkpoints"):
         import mlflow

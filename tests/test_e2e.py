@@ -62,11 +62,13 @@ def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
     predicted = np.asarray(model.predict(digits.images[:50]))
     assert (predicted == digits.target[:50]).mean() > 0.5  # three epochs of an augmented CNN; chance is 0.1
 
-    again = mlflow_run(*FAST)
+    # Reuse is the split and baselines steps' own decision, whichever entry point calls them: a
+    # one-epoch train costs a fraction of a second main job and asks the same question.
+    again = mlflow_run("-e", "train", "-P", "epochs=1", "-P", "tensorboard=false")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(tracking.runs("split")) == 1, "the second main run should reuse the finished split"
-    assert len(tracking.runs("baselines")) == 1, "and the finished baselines"
-    assert len(tracking.runs("train")) == 2 and len(tracking.runs("register")) == 2
+    assert len(tracking.runs("split")) == 1, "a later train should reuse main's finished split"
+    assert len(tracking.runs("baselines")) == 1, "and its finished baselines"
+    assert len(tracking.runs("train")) == 2
 
 
 def _entry_runs(tracking, entry_point):

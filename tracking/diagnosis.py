@@ -33,6 +33,15 @@ UNDERFIT_SHARE = 0.8
 # next to the dummy baseline's loss, is a generalisation gap.
 GAP_RATIO = 2.0
 GAP_SHARE_OF_DUMMY = 0.1
+# A finite training loss this many times the dummy baseline's has diverged as surely as a NaN one:
+# a constant prediction does a hundred times better (an ensemble's averaged logits at a huge
+# learning rate stay finite, at 1e28, where a single network's overflow).
+DIVERGED_SHARE_OF_DUMMY = 100.0
+
+
+def loss_ceiling(dummy_loss: float | None) -> float | None:
+    """The training loss above which a fit has diverged; None without a dummy loss to scale it."""
+    return DIVERGED_SHARE_OF_DUMMY * dummy_loss if dummy_loss and dummy_loss > 0 else None
 
 
 @dataclass
@@ -71,6 +80,12 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
     if bad:
         epoch, name, value = bad[0]
         return Diagnosis("diverged", f"training diverged at epoch {epoch}: {name} is {value}", best, epoch)
+    ceiling = loss_ceiling(dummy_loss)
+    if ceiling is not None and (loss > ceiling).any():
+        epoch = int(np.argmax(loss > ceiling))
+        return Diagnosis("diverged", (
+            f"training diverged at epoch {epoch}: loss is {loss[epoch]:.3g}, over {DIVERGED_SHARE_OF_DUMMY:g}x "
+            f"the dummy baseline's {dummy_loss:.3g}"), best, epoch)
 
     noise = max(NOISE_SHARE_OF_DUMMY * dummy_loss if dummy_loss else 0.0, NOISE_SHARE_OF_LOSS * val_loss[best])
     best_val, last_val = val_loss[best], val_loss[-1]
