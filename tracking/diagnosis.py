@@ -73,7 +73,8 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
     finite_val = np.isfinite(val_loss)
     best = int(np.argmin(np.where(finite_val, val_loss, np.inf))) if finite_val.any() else None
 
-    # Diverged: a non-finite training loss at any epoch, or a validation loss that ended non-finite.
+    # Diverged: a non-finite training loss at any epoch, or a validation loss that ended non-finite
+    # (then, below, a finite training loss above the ceiling).
     # Nothing after that epoch means anything, so this rule comes first.
     bad = [(e, name, value) for e in range(n) for name, value in (("loss", loss[e]), ("val_loss", val_loss[e]))
            if not math.isfinite(value) and (name == "loss" or not finite_val[e:].any())]
