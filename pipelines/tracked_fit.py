@@ -22,6 +22,7 @@ from pipelines import fit as fitting
 from pipelines import metrics as fit_metrics
 from pipelines import train as training
 from pipelines.errors import FittrackError
+from tracking.diagnosis import diagnose, loss_ceiling
 from tracking.features import Prepared
 from tracking.metric_names import mode_of
 
@@ -58,8 +59,8 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     The outcome's history, diagnosis and `lowest_val_loss_epoch` then cover every epoch of the
     run, those of the process that was killed included.
 
-    A fit whose loss turns NaN, infinite or a hundred times the dummy baseline's stops there and raises FittrackError naming the epoch
-    and the learning rate, after tagging the run `diverged`.
+    A fit whose loss turns NaN, infinite or a hundred times the dummy baseline's stops there and
+    raises FittrackError naming the epoch and the learning rate, after tagging the run `diverged`.
     """
     from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, MlflowMetricsLogger, TrainEvaluation,
                                     training_sample)
@@ -67,10 +68,9 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
                    fit_metrics.averaging(prepared.meta["task"], prepared.meta["classes"]))
-    from tracking.diagnosis import loss_ceiling
-
-    ceiling = loss_ceiling(baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]))
-    callbacks, checkpoint = fitting.keras_callbacks(config, workdir, ceiling)
+    # The yardstick of both the divergence check during the fit and the diagnosis after it.
+    dummy_loss = baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"])
+    callbacks, checkpoint = fitting.keras_callbacks(config, workdir, loss_ceiling(dummy_loss))
     best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
     callbacks.insert(1, best_logger)
     if transfer is not None:
@@ -101,7 +101,7 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
             # A NaN epoch can raise on its way out (Optuna prunes a trial that reports NaN): then
             # the divergence is what the user must hear about.
             history = metrics_logger.history()
-            diagnosis = _diagnose(history, config, prepared)
+            diagnosis = _diagnose(history, config, dummy_loss)
             if diagnosis.label == "diverged":
                 _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger,
                                   resume_dir, cause=exc)
@@ -116,18 +116,15 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     # The metrics logger's record, not Keras's History: after a resume it holds the epochs the
     # killed process journaled too, where History has only this process's.
     history = metrics_logger.history()
-    diagnosis = _diagnose(history, config, prepared)
+    diagnosis = _diagnose(history, config, dummy_loss)
     _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger, resume_dir)
     if resume_dir:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
 
 
-def _diagnose(history: dict, config, prepared):
-    from tracking.diagnosis import diagnose
-
-    return diagnose(history["loss"], history["val_loss"],
-                    baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"]),
+def _diagnose(history: dict, config, dummy_loss: float):
+    return diagnose(history["loss"], history["val_loss"], dummy_loss,
                     train_eval_loss=history.get("train_eval_loss"), epochs=config.epochs)
 
 
