@@ -126,11 +126,26 @@ def score(estimator, task: str, x, y) -> dict:
             **classification_scores(y, proba, estimator.classes_)}
 
 
-def dummy_loss(task: str, y_train) -> float:
-    """The loss a constant prediction reaches on the training targets."""
+def dummy_loss(task: str, y_train, label_smoothing: float = 0.0) -> float:
+    """The loss a constant prediction reaches on the training targets, under the network's objective:
+    with labels smoothed as Keras does (each class's target moved `label_smoothing` of the way to
+    1 / classes) the best constant is the smoothed class shares, and its loss their entropy."""
     y_train = np.asarray(y_train)
     if task == "regression":
         return float(np.var(y_train.astype(float)))
     _, counts = np.unique(y_train, return_counts=True)
     p = counts / counts.sum()
+    # Keras smooths a binary target towards 1/2 and a one-hot one towards 1/k: 1/classes either way.
+    p = p * (1 - label_smoothing) + label_smoothing / len(p) if len(p) > 1 else p
     return float(-(p * np.log(p)).sum())
+
+
+def loss_floor(task: str, n_classes: int, label_smoothing: float = 0.0) -> float:
+    """The loss a perfect prediction still has: with smoothed labels the best prediction is the
+    smoothed target itself, and its cross-entropy that target's entropy (0 without smoothing)."""
+    if task == "regression" or label_smoothing == 0 or n_classes < 2:
+        return 0.0
+    # Keras smooths towards 1 / classes, a binary target (one sigmoid) towards 1/2: n_classes 2.
+    target = np.full(n_classes, label_smoothing / n_classes)
+    target[0] += 1 - label_smoothing
+    return float(-(target * np.log(target)).sum())

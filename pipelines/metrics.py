@@ -57,9 +57,9 @@ def predicted_labels(proba, classes) -> np.ndarray:
 
 
 def classification_scores(y_true, proba, classes) -> dict:
-    """accuracy, precision, recall, f1_score and auc of class probabilities `proba` (n, k) against
-    the labels `y_true`; `classes` sorted, as the columns are. `auc` is left out where scikit-learn
-    cannot define it (a class missing from `y_true`)."""
+    """accuracy, precision, recall, f1_score, auc and cross_entropy (log loss) of class
+    probabilities `proba` (n, k) against the labels `y_true`; `classes` sorted, as the columns are.
+    `auc` is left out where scikit-learn cannot define it (a class missing from `y_true`)."""
     from sklearn import metrics
 
     classes = list(classes)
@@ -75,6 +75,7 @@ def classification_scores(y_true, proba, classes) -> dict:
         "precision": metrics.precision_score(y_true, predicted, zero_division=0, **averaged),
         "recall": metrics.recall_score(y_true, predicted, zero_division=0, **averaged),
         "f1_score": metrics.f1_score(y_true, predicted, zero_division=0, **averaged),
+        "cross_entropy": metrics.log_loss(y_true, proba, labels=classes),
     }
     if set(classes) <= set(y_true.tolist()):
         if len(classes) == 2:
@@ -107,8 +108,11 @@ def keras_metrics(task: str, n_classes: int) -> list:
     # Over one-hot columns, multi_label with no label weights is the macro mean of one-vs-rest AUCs.
     auc = (k["AUC"](num_thresholds=AUC_THRESHOLDS, name="auc") if n_classes == 2 else
            k["AUC"](num_thresholds=AUC_THRESHOLDS, multi_label=True, num_labels=n_classes, name="auc"))
+    # The plain cross-entropy, what `loss` is without label smoothing, and what a baseline's log loss is.
+    cross_entropy = (m.BinaryCrossentropy(name="cross_entropy") if n_classes == 2 else
+                     m.CategoricalCrossentropy(name="cross_entropy"))
     return [k["Accuracy"](n_classes, name="accuracy"), k["Precision"](n_classes, name="precision"),
-            k["Recall"](n_classes, name="recall"), k["F1Score"](n_classes, name="f1_score"), auc]
+            k["Recall"](n_classes, name="recall"), k["F1Score"](n_classes, name="f1_score"), auc, cross_entropy]
 
 
 def __getattr__(name):

@@ -141,16 +141,21 @@ def compile_model(model, config, task: str, n_classes: int):
 
     model.compile(
         optimizer=make_optimizer(config),
-        loss=loss_name(task, n_classes),
+        loss=make_loss(task, n_classes, config.label_smoothing),
         metrics=keras_metrics(task, n_classes),
         jit_compile=bool(config.xla),
     )
 
 
-def loss_name(task: str, n_classes: int) -> str:
+def make_loss(task: str, n_classes: int, label_smoothing: float = 0.0):
+    """The training objective: mse, or the cross-entropy against labels smoothed by `label_smoothing`."""
+    import keras
+
     if task == "regression":
-        return "mse"
-    return "binary_crossentropy" if n_classes == 2 else "categorical_crossentropy"
+        return keras.losses.MeanSquaredError(name="mse")
+    if n_classes == 2:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing, name="binary_crossentropy")
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, name="categorical_crossentropy")
 
 
 def make_optimizer(config):

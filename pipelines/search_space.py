@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pipelines.errors import FittrackError
 
 TUNABLE = ("model", "layers", "units", "dropout", "learning_rate", "optimizer", "l2", "batch_size",
-           "class_weight", "patience", "reduce_lr_patience", "ensemble_size")
+           "class_weight", "patience", "reduce_lr_patience", "ensemble_size", "label_smoothing")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,9 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
                    fit_metrics.averaging(prepared.meta["task"], prepared.meta["classes"]))
     # The yardstick of both the divergence check during the fit and the diagnosis after it.
-    dummy_loss = baseline_models.dummy_loss(prepared.meta["task"], prepared.labels["train"])
+    task, n_classes = prepared.meta["task"], len(prepared.meta["classes"])
+    dummy_loss = baseline_models.dummy_loss(task, prepared.labels["train"], config.label_smoothing)
+    floor = baseline_models.loss_floor(task, n_classes, config.label_smoothing)
     callbacks, checkpoint = fitting.keras_callbacks(config, workdir, loss_ceiling(dummy_loss))
     best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
     callbacks.insert(1, best_logger)
@@ -101,7 +103,7 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
             # A NaN epoch can raise on its way out (Optuna prunes a trial that reports NaN): then
             # the divergence is what the user must hear about.
             history = metrics_logger.history()
-            diagnosis = _diagnose(history, config, dummy_loss)
+            diagnosis = _diagnose(history, config, dummy_loss, floor)
             if diagnosis.label == "diverged":
                 _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger,
                                   resume_dir, cause=exc)
@@ -116,16 +118,16 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     # The metrics logger's record, not Keras's History: after a resume it holds the epochs the
     # killed process journaled too, where History has only this process's.
     history = metrics_logger.history()
-    diagnosis = _diagnose(history, config, dummy_loss)
+    diagnosis = _diagnose(history, config, dummy_loss, floor)
     _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger, resume_dir)
     if resume_dir:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return FitOutcome(model, history, best_logger.best_epoch, best_logger.best_value, diagnosis)
 
 
-def _diagnose(history: dict, config, dummy_loss: float):
+def _diagnose(history: dict, config, dummy_loss: float, floor: float):
     return diagnose(history["loss"], history["val_loss"], dummy_loss,
-                    train_eval_loss=history.get("train_eval_loss"), epochs=config.epochs)
+                    train_eval_loss=history.get("train_eval_loss"), epochs=config.epochs, floor=floor)
 
 
 def _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, metrics_logger, resume_dir,

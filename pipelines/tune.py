@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from pipelines import train as training
 from pipelines.errors import FittrackError
 from pipelines.params import DIRECTIONS, PRUNERS, SAMPLERS
-from tracking.metric_names import MAXIMISED, metric_names, mode_of
+from tracking.metric_names import metric_names, mode_of
 from tracking import runs
 from tracking.features import feature_params
 from tracking.redact import mask_uri
@@ -21,7 +21,7 @@ RUN_ID_ATTR = "mlflow_run_id"
 
 
 def check_metric(metric: str, task: str) -> None:
-    known = {f"val_{m}" for m in ("loss", "mse", "mae", "r2_score", *MAXIMISED)}
+    known = {f"val_{m}" for kind in ("classification", "regression") for m in metric_names(kind)}
     logged = [f"val_{m}" for m in metric_names(task)]
     if metric not in known:
         raise FittrackError(f"unknown metric {metric!r}; choose a validation metric: {', '.join(logged)}")

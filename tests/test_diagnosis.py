@@ -157,7 +157,10 @@ def test_a_memorising_network_is_overfitting(tracking, tmp_path):
     assert outcome.diagnosis.label == "overfitting"
     # The inference-mode training loss is logged at every epoch, beside val_loss.
     train_eval = _history(tracking.client, run.info.run_id, "train_eval_loss")
-    assert len(train_eval) == len(outcome.history["loss"]) == 20 and train_eval[-1] < 0.1
+    # Memorised down to the floor of the label-smoothed loss: the entropy of the smoothed targets.
+    smoothing = TrainConfig().label_smoothing  # the fit's, left at its default
+    floor = -((1 - smoothing / 2) * np.log(1 - smoothing / 2) + smoothing / 2 * np.log(smoothing / 2))
+    assert len(train_eval) == len(outcome.history["loss"]) == 20 and train_eval[-1] < floor + 0.05
     assert run.data.metrics["lowest_val_loss_epoch"] == int(np.argmin(outcome.history["val_loss"]))
 
 
@@ -295,3 +298,41 @@ def test_the_default_digits_cnn_is_not_called_overfitting(tracking, tmp_path):
         assert 0.5 * val[-1] < train_eval[-1] < 1.1 * val[-1]
         assert abs(train_eval[-1] - val[-1]) < abs(loss[-1] - val[-1])
         assert f"{val[-1]:.4g} at epoch {epochs - 1} of {epochs}" in reason
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_dummy_loss_is_the_best_constant_under_label_smoothing(classes):
+    import keras
+
+    from pipelines.baselines import dummy_loss
+
+    rng = np.random.default_rng(classes)
+    y = rng.choice(classes, size=500, p=np.linspace(1, 2, classes) / np.linspace(1, 2, classes).sum())
+    shares = np.bincount(y, minlength=classes) / len(y)
+
+    def keras_loss(constant):
+        # Keras's own smoothed loss of a constant prediction, as the network's objective computes it.
+        if classes == 2:
+            loss = keras.losses.BinaryCrossentropy(label_smoothing=0.1)
+            return float(loss(y.reshape(-1, 1).astype("float32"), np.full((len(y), 1), constant[1], "float32")))
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+        return float(loss(np.eye(classes, dtype="float32")[y], np.tile(constant, (len(y), 1)).astype("float32")))
+
+    smoothed = shares * 0.9 + 0.1 / classes
+    assert dummy_loss("classification", y, 0.1) == pytest.approx(keras_loss(smoothed), abs=1e-5)
+    assert keras_loss(shares) > keras_loss(smoothed)  # the unsmoothed shares are not the best constant
+    assert dummy_loss("classification", y, 0.1) > dummy_loss("classification", y)
+
+
+def test_ratios_are_taken_above_the_label_smoothing_floor():
+    from pipelines.baselines import loss_floor
+
+    # 10 classes smoothed by 0.1: a perfect prediction still has a loss of about 0.5.
+    floor = loss_floor("classification", 10, 0.1)
+    assert floor == pytest.approx(-(0.91 * math.log(0.91) + 9 * 0.01 * math.log(0.01)), abs=1e-9)
+    assert loss_floor("classification", 10, 0.0) == loss_floor("regression", 1, 0.1) == 0.0
+    train, val = [2.0, 0.7, 0.56, 0.52], [2.0, 1.1, 1.05, 1.04]
+    # Validation 0.54 above the floor against training 0.02: memorised, though 1.04 is not 2x 0.52.
+    smoothed = diagnose(train, val, dummy_loss=2.3, train_eval_loss=train, floor=floor)
+    assert smoothed.label == "overfitting" and "1.04 is over 2x" in smoothed.reason
+    assert diagnose(train, val, dummy_loss=2.3, train_eval_loss=train).label == "good_fit"

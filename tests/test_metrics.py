@@ -50,7 +50,7 @@ def _feed(metric, y_true, y_pred, sample_weight=None, sizes=(7, 64, 1, 50)):
 def _binary_expected(y, p):
     predicted = (p >= 0.5).astype(int)
     return {name: _sklearn(name, y, predicted, "binary") for name in ("accuracy", "precision", "recall", "f1_score")
-            } | {"auc": sk.roc_auc_score(y, p)}
+            } | {"auc": sk.roc_auc_score(y, p), "cross_entropy": sk.log_loss(y, p)}
 
 
 def test_streaming_metrics_equal_scikit_learn_binary():
@@ -60,7 +60,8 @@ def test_streaming_metrics_equal_scikit_learn_binary():
     p[:5] = 0.5  # a tie goes to the positive class, as the model's predicted label does
     expected, first_rows = _binary_expected(y, p), _binary_expected(y[:60], p[:60])
     for metric in keras_metrics("classification", 2):
-        tolerance = 1e-3 if metric.name == "auc" else 1e-6
+        # Keras clips probabilities at 1e-7 where scikit-learn clips at float64's epsilon.
+        tolerance = {"auc": 1e-3, "cross_entropy": 1e-5}.get(metric.name, 1e-6)
         got = _feed(metric, y.reshape(-1, 1).astype("float32"), p.reshape(-1, 1))
         assert got == pytest.approx(expected[metric.name], abs=tolerance), metric.name
         metric.reset_state()  # as Keras does between epochs
@@ -92,9 +93,15 @@ def test_streaming_metrics_equal_scikit_learn_macro_over_five_classes():
     for metric in keras_metrics("classification", 5):
         if metric.name == "auc":
             # Keras's per-label AUC of a label that never occurs is 0 where scikit-learn has none: use four.
-            auc = keras_metrics("classification", 4)[-1]
+            auc = next(m for m in keras_metrics("classification", 4) if m.name == "auc")
             got = _feed(auc, one_hot[:, :4], p[:, :4])
             assert got == pytest.approx(sk.roc_auc_score(y, p[:, :4], multi_class="ovr"), abs=1e-3)
+            continue
+        if metric.name == "cross_entropy":
+            assert _feed(metric, one_hot, p) == pytest.approx(sk.log_loss(y, p, labels=range(5)), abs=1e-5)
+            metric.reset_state()
+            assert _feed(metric, one_hot, p, weights) == pytest.approx(
+                sk.log_loss(y, p, labels=range(5), sample_weight=weights), abs=1e-5)
             continue
         assert _feed(metric, one_hot, p) == pytest.approx(_sklearn(metric.name, y, predicted, "macro"),
                                                           abs=1e-6), metric.name
@@ -115,7 +122,7 @@ def test_binary_run_logs_what_scikit_learn_computes(tracking):
                 "test_precision": sk.precision_score(y, predicted, pos_label=positive),
                 "test_recall": sk.recall_score(y, predicted, pos_label=positive),
                 "test_f1_score": sk.f1_score(y, predicted, pos_label=positive),
-                "test_auc": sk.roc_auc_score(y == positive, p)}
+                "test_auc": sk.roc_auc_score(y == positive, p), "test_cross_entropy": sk.log_loss(y == positive, p)}
     for name, value in expected.items():
         assert logged[name] == pytest.approx(value, abs=1e-3), name
     assert run.data.tags[METRIC_AVERAGING_TAG] == f"binary, positive class {positive!r}"
@@ -129,11 +136,21 @@ def test_binary_run_logs_what_scikit_learn_computes(tracking):
         sk.f1_score(y_val, predicted_val, pos_label=positive), abs=1e-3)
     assert _at_best_epoch(tracking, run, "val_auc") == pytest.approx(sk.roc_auc_score(y_val == positive, p_val),
                                                                       abs=1e-3)
+    # val_loss is the objective, against labels smoothed by label_smoothing as Keras smooths them
+    # (towards 1/2); val_cross_entropy the plain log loss, what a baseline's val_loss is.
+    smoothing = float(run.data.params["label_smoothing"])
+    assert smoothing > 0
+    target = (y_val == positive) * (1 - smoothing) + smoothing / 2
+    p_clipped = np.clip(p_val.astype("float64"), 1e-7, 1 - 1e-7)
+    smoothed = -np.mean(target * np.log(p_clipped) + (1 - target) * np.log(1 - p_clipped))
+    assert _at_best_epoch(tracking, run, "val_loss") == pytest.approx(smoothed, abs=1e-4)
+    assert _at_best_epoch(tracking, run, "val_cross_entropy") == pytest.approx(
+        sk.log_loss(y_val == positive, p_val), abs=1e-4)
     # The baselines log the same metrics under the same names, defined the same way.
     baselines = {b.data.params["baseline"]: b for b in tracking.runs("baseline")}
     for baseline in baselines.values():
         assert baseline.data.tags[METRIC_AVERAGING_TAG] == run.data.tags[METRIC_AVERAGING_TAG]
-        for name in ("accuracy", "precision", "recall", "f1_score", "auc"):
+        for name in ("accuracy", "precision", "recall", "f1_score", "auc", "cross_entropy"):
             assert f"val_{name}" in baseline.data.metrics and f"test_{name}" in baseline.data.metrics, name
     # The prior dummy predicts the majority class, the positive one here: recall 1, precision its share.
     dummy = baselines["dummy"].data.metrics

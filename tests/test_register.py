@@ -202,7 +202,14 @@ def test_a_better_baseline_competes_only_when_asked(tracking):
     assert _runs("register")[-1].data.tags["fittrack.candidate_kind"] == "keras"
 
     result = _invoke("register", "--run-id", weak, "--include-baselines", "true")
-    assert result.exit_code == 0 and f"baseline {best.data.params['baseline']} (val_loss" in result.output
+    # Compared as the plain cross-entropy: the Keras run's val_loss is its label-smoothed objective.
+    weak_run = client.get_run(weak)
+    assert float(weak_run.data.params["label_smoothing"]) > 0
+    plain = {m.step: m.value for m in client.get_metric_history(weak, "val_cross_entropy")}
+    keras_score = plain[int(weak_run.data.metrics["best_epoch"])]
+    assert result.exit_code == 0, result.output
+    assert (f"baseline {best.data.params['baseline']} (val_cross_entropy {best.data.metrics['val_loss']:.4f}) beats "
+            f"the best Keras run {weak} ({keras_score:.4f})") in result.output
     second = client.get_model_version("iris", "2")
     assert second.tags["source_run_id"] == best.info.run_id
     assert second.tags["fittrack.candidate_kind"] == "baseline"

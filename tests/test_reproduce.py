@@ -93,7 +93,19 @@ def test_params_are_parsed_back_with_the_field_types():
     config = parse_config(TrainConfig, logged, "r1", warnings)
     assert config == TrainConfig(epochs=5, xla=True, dropout=0.5, batch_norm=False, learning_rate=0.001)
     assert isinstance(config.epochs, int) and config.xla is True and config.batch_norm is False
-    assert warnings == [f"run r1 logged no patience; using the default (patience={TrainConfig().patience})"]
+    assert warnings == [f"run r1 logged no patience; using what runs did before it existed, else the default "
+                        f"(patience={TrainConfig().patience})"]
+
+
+def test_a_run_from_before_a_field_gets_what_it_trained_with():
+    # A run from before the MLP ensemble and label smoothing fitted one MLP on unsmoothed labels.
+    logged = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in TrainConfig().params().items()}
+    del logged["ensemble_size"], logged["label_smoothing"]
+    warnings = []
+    config = parse_config(TrainConfig, logged, "r1", warnings)
+    assert (config.ensemble_size, config.label_smoothing) == (1, 0.0)
+    assert (TrainConfig().ensemble_size, TrainConfig().label_smoothing) != (1, 0.0)
+    assert "(ensemble_size=1, label_smoothing=0.0)" in warnings[0]
 
 
 def test_empty_values_as_mlflow_run_logs_them_are_empty():

@@ -53,7 +53,8 @@ class Diagnosis:
 
 
 def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None = None,
-             train_eval_loss: list[float] | None = None, epochs: int | None = None) -> Diagnosis:
+             train_eval_loss: list[float] | None = None, epochs: int | None = None,
+             floor: float = 0.0) -> Diagnosis:
     """Label a fit from its per-epoch losses.
 
     `loss` is the training loss Keras logged, `val_loss` the validation loss, `train_eval_loss`
@@ -61,6 +62,9 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
     reaches on the training data (the prior's cross-entropy, or the target's variance), the
     yardstick for "high" and for noise. `epochs` is the most the fit could run: only a fit that
     ran them all can be undertrained (one that stopped before, EarlyStopping's verdict, cannot).
+    `floor` is the loss a perfect prediction still has (with label smoothing, the smoothed
+    targets' entropy): shares and ratios are taken of the loss above it, so that a floor of 0.5
+    does not hide a validation loss of 1.0 against a training loss of 0.5.
     """
     if not loss or len(loss) != len(val_loss):
         raise ValueError(f"need equal, non-empty loss curves, got {len(loss)} and {len(val_loss)} epochs")
@@ -88,8 +92,10 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
             f"training diverged at epoch {epoch}: loss is {loss[epoch]:.3g}, over {DIVERGED_SHARE_OF_DUMMY:g}x "
             f"the dummy baseline's {dummy_loss:.3g}"), best, epoch)
 
-    noise = max(NOISE_SHARE_OF_DUMMY * dummy_loss if dummy_loss else 0.0, NOISE_SHARE_OF_LOSS * val_loss[best])
+    noise = max(NOISE_SHARE_OF_DUMMY * (dummy_loss - floor) if dummy_loss else 0.0,
+                NOISE_SHARE_OF_LOSS * (val_loss[best] - floor))
     best_val, last_val = val_loss[best], val_loss[-1]
+    above = f", counted above the label-smoothing floor {floor:.4g}" if floor else ""
 
     # Undertrained: the fit used every epoch it had and validation loss was still falling at the
     # end, so no other verdict is due yet: more epochs would tell. Before "underfitting", since a
@@ -102,21 +108,24 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
             f"validation loss still falling at the last epoch: {val_loss[before]:.4g} at epoch {before} to "
             f"{best_val:.4g} at epoch {best} of {n}; train for more epochs"), best)
 
-    if dummy_loss is not None and dummy_loss > 0 and np.nanmin(train) > UNDERFIT_SHARE * dummy_loss:
+    if (dummy_loss is not None and dummy_loss > floor
+            and np.nanmin(train) - floor > UNDERFIT_SHARE * (dummy_loss - floor)):
         return Diagnosis("underfitting", (
             f"{train_name} never fell below {UNDERFIT_SHARE:.0%} of the dummy baseline's "
-            f"({np.nanmin(train):.4g} vs {dummy_loss:.4g}); validation loss lowest {best_val:.4g} at epoch {best}"), best)
+            f"({np.nanmin(train):.4g} vs {dummy_loss:.4g}{above}); validation loss lowest {best_val:.4g} "
+            f"at epoch {best}"), best)
 
-    if last_val > best_val * (1 + RISE_TOLERANCE) and last_val - best_val > noise and train[-1] < train[best]:
+    if (last_val - floor > (best_val - floor) * (1 + RISE_TOLERANCE) and last_val - best_val > noise
+            and train[-1] < train[best]):
         return Diagnosis("overfitting", (
             f"validation loss rose from {best_val:.4g} at epoch {best} to {last_val:.4g} at epoch {n - 1} "
             f"while {train_name} fell from {train[best]:.4g} to {train[-1]:.4g}"), best)
     gap = best_val - train[best]
-    scale = dummy_loss if dummy_loss else max(best_val, 1e-12)
-    if best_val > GAP_RATIO * train[best] and gap > GAP_SHARE_OF_DUMMY * scale:
+    scale = dummy_loss - floor if dummy_loss else max(best_val - floor, 1e-12)
+    if best_val - floor > GAP_RATIO * (train[best] - floor) and gap > GAP_SHARE_OF_DUMMY * scale:
         return Diagnosis("overfitting", (
             f"at the best epoch {best} validation loss {best_val:.4g} is over {GAP_RATIO:g}x "
-            f"{train_name} {train[best]:.4g}"), best)
+            f"{train_name} {train[best]:.4g}{above}"), best)
     return Diagnosis("good_fit", (
         f"validation loss lowest at epoch {best} ({best_val:.4g}), close to {train_name} "
         f"({train[best]:.4g})"), best)

@@ -10,7 +10,7 @@ def metric_names(task: str) -> tuple[str, ...]:
     """Keras's names for the metrics a task logs (validation adds `val_`)."""
     if task == "regression":
         return ("loss", "mse", "mae", "r2_score")
-    return ("loss", "accuracy", "precision", "recall", "f1_score", "auc")
+    return ("loss", "accuracy", "precision", "recall", "f1_score", "auc", "cross_entropy")
 
 
 # The score a task's models are ranked by on the test split, baselines and champions alike.

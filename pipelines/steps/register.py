@@ -296,15 +296,29 @@ def _against_baselines(client, best: Candidate, metric: str) -> Candidate:
         [baselines.info.experiment_id],
         f"tags.`mlflow.parentRunId` = '{baselines.info.run_id}' and tags.`{runs.STEP_TAG}` = '{BASELINE}' "
         "and attributes.status = 'FINISHED'", max_results=1000)
-    scored = [Candidate(r, r.data.metrics[metric]) for r in children
-              if metric in r.data.metrics and r.data.tags.get("fittrack.model_uri")]
+    keras_score, compared_on = best.score, metric
+    plain = _PLAIN_LOSS.get(metric)
+    if plain:
+        # A Keras run's val_loss is its objective, label smoothing included; a baseline's is its log
+        # loss. The plain cross-entropy at the model's epoch is the number both logged.
+        at_epoch = _validation_score(client, best.run, plain, strict=False)
+        if at_epoch is not None:
+            keras_score, compared_on = at_epoch, plain
+    scored = [Candidate(r, r.data.metrics[compared_on]) for r in children
+              if compared_on in r.data.metrics and r.data.tags.get("fittrack.model_uri")]
     if not scored:
         return best
-    better = (max if mode_of(metric) == "max" else min)([best, *scored], key=lambda c: c.score)
-    if better is not best:
-        print(f"fittrack: baseline {better.baseline} ({metric} {better.score:.4f}) beats the best Keras run "
-              f"{best.run.info.run_id} ({best.score:.4f}) on validation: it is the candidate", file=sys.stderr)
+    ranked = Candidate(best.run, keras_score)
+    better = (max if mode_of(metric) == "max" else min)([ranked, *scored], key=lambda c: c.score)
+    if better is ranked:
+        return best
+    print(f"fittrack: baseline {better.baseline} ({compared_on} {better.score:.4f}) beats the best Keras run "
+          f"{best.run.info.run_id} ({keras_score:.4f}) on validation: it is the candidate", file=sys.stderr)
     return better
+
+
+# What a loss is compared as between a Keras run and a baseline: the plain cross-entropy both log.
+_PLAIN_LOSS = {"val_loss": "val_cross_entropy"}
 
 
 def _baselines_of(client, experiment_id: str, split_run_id: str):

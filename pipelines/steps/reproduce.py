@@ -94,7 +94,8 @@ def parse_config(cls, params: dict, run_id: str, warnings: list[str]):
 
     Only the fields `cls` logs are read (its `params()` where it has one: TrainConfig leaves out
     `resolved_model`, which training derives). A field the run did not log (one added since)
-    keeps its default, with a warning."""
+    takes the value runs trained with before it existed (its `before`, where the default changed
+    what they did) or else its default, with a warning."""
     hints = typing.get_type_hints(cls)
     logged = set(cls().params()) if hasattr(cls, "params") else {f.name for f in dataclasses.fields(cls)}
     values, missing = {}, []
@@ -103,11 +104,15 @@ def parse_config(cls, params: dict, run_id: str, warnings: list[str]):
             continue
         if f.name not in params:
             missing.append(f.name)
+            if f.metadata.get("before") is not None:
+                values[f.name] = f.metadata["before"]
             continue
         values[f.name] = _parse(logged_value(params[f.name]), hints[f.name], f.name, run_id)
     if missing:
-        defaults = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(cls) if f.name in missing)
-        warnings.append(f"run {run_id} logged no {', '.join(missing)}; using the default ({defaults})")
+        defaults = ", ".join(f"{f.name}={values.get(f.name, _default(f))!r}" for f in dataclasses.fields(cls)
+                             if f.name in missing)
+        warnings.append(f"run {run_id} logged no {', '.join(missing)}; using what runs did before it existed, "
+                        f"else the default ({defaults})")
     return cls(**values)
 
 
