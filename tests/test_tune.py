@@ -82,6 +82,16 @@ def test_running_again_resumes_the_study(tracking):
     study = optuna.load_study(study_name=name, storage=second.data.tags["optuna.storage"])
     assert len(study.trials) == 3
     assert len(_trials(tracking)) == 3
+    # The study's first trial is the train configuration, where the space holds its values; carried
+    # on, the study does not run it again.
+    from pipelines.search_space import DEFAULTS
+    from pipelines.train import TrainConfig
+
+    default = {name: getattr(TrainConfig(), name) for name in DEFAULTS["mlp"] if name != "l2"}
+    assert study.trials[0].params == {**default, "l2": study.trials[0].params["l2"]}
+    assert sum({k: t.params[k] for k in default} == default for t in study.trials) == 1
+    trial0 = next(r for r in _trials(tracking) if r.data.tags["optuna.trial_number"] == "0")
+    assert float(trial0.data.params["learning_rate"]) == TrainConfig().learning_rate
     # Another split (another seed) is another study.
     _tune("--n-trials", "1", "--trial-epochs", "1", "--pruner", "none", "--seed", "5")
     assert tracking.runs("tune")[-1].data.tags["optuna.study_name"] != name

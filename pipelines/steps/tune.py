@@ -79,6 +79,8 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
         print(f"fittrack: study '{params.study}' in {mask_uri(params.storage)}", file=sys.stderr)
         _end_orphaned_tune_runs(params.study, run_id, experiment_id)
         study = _study(params, storage, data_params.seed)
+        # skip_if_exists: a study carried on (main again on the same split) holds this trial already.
+        study.enqueue_trial(tuning.default_trial(space, base), skip_if_exists=True)
         children = [_start_worker(i, run_id, split_run_id, data_params, base, params)
                     for i in range(1, params.workers)]
         with training.temp_workdir() as workdir:
