@@ -134,10 +134,7 @@ def dummy_loss(task: str, y_train, label_smoothing: float = 0.0) -> float:
     if task == "regression":
         return float(np.var(y_train.astype(float)))
     _, counts = np.unique(y_train, return_counts=True)
-    p = counts / counts.sum()
-    # Keras smooths a binary target towards 1/2 and a one-hot one towards 1/k: 1/classes either way.
-    p = p * (1 - label_smoothing) + label_smoothing / len(p) if len(p) > 1 else p
-    return float(-(p * np.log(p)).sum())
+    return _smoothed_entropy(counts / counts.sum(), label_smoothing)
 
 
 def loss_floor(task: str, n_classes: int, label_smoothing: float = 0.0) -> float:
@@ -145,7 +142,12 @@ def loss_floor(task: str, n_classes: int, label_smoothing: float = 0.0) -> float
     smoothed target itself, and its cross-entropy that target's entropy (0 without smoothing)."""
     if task == "regression" or label_smoothing == 0 or n_classes < 2:
         return 0.0
-    # Keras smooths towards 1 / classes, a binary target (one sigmoid) towards 1/2: n_classes 2.
-    target = np.full(n_classes, label_smoothing / n_classes)
-    target[0] += 1 - label_smoothing
-    return float(-(target * np.log(target)).sum())
+    return _smoothed_entropy(np.eye(n_classes)[0], label_smoothing)
+
+
+def _smoothed_entropy(p: np.ndarray, label_smoothing: float) -> float:
+    """The entropy of class shares `p` smoothed as Keras smooths labels: towards 1 / classes (a
+    binary target, one sigmoid, towards 1/2). A single class stays as it is."""
+    if len(p) > 1:
+        p = p * (1 - label_smoothing) + label_smoothing / len(p)
+    return float(-(p * np.log(p)).sum())

@@ -32,6 +32,10 @@ class Range:
             return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
+    def can_enqueue(self, value) -> bool:
+        """Whether a trial may be enqueued with `value` (a log range's low is above 0, so 0 is not)."""
+        return self.low <= value <= self.high
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -40,6 +44,9 @@ class Choice:
     def suggest(self, trial, name):
         return trial.suggest_categorical(name, list(self.choices))
 
+    def can_enqueue(self, value) -> bool:
+        return value in self.choices
+
 
 @dataclass(frozen=True)
 class Fixed:
@@ -47,6 +54,10 @@ class Fixed:
 
     def suggest(self, trial, name):
         return self.value
+
+    def can_enqueue(self, value) -> bool:
+        # Never suggested, so a value enqueued for it would never be read.
+        return False
 
 
 DEFAULTS = {

@@ -126,16 +126,7 @@ def default_trial(space: dict, base: training.TrainConfig) -> dict:
     """The base configuration's value of each searched parameter that its range or choices hold:
     enqueued as a new study's first trial, so the search starts from the default and never below it.
     A value the space leaves out (l2 0 under a log range from 1e-7) is sampled instead."""
-    from pipelines.search_space import Choice, Range
-
-    values = {}
-    for name, spec in space.items():
-        value = getattr(base, name)
-        if isinstance(spec, Choice) and value in spec.choices:
-            values[name] = value
-        elif isinstance(spec, Range) and spec.low <= value <= spec.high and (value > 0 or not spec.log):
-            values[name] = value
-    return values
+    return {name: getattr(base, name) for name, spec in space.items() if spec.can_enqueue(getattr(base, name))}
 
 
 class Objective:
