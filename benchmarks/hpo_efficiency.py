@@ -1,39 +1,52 @@
-"""How much training Optuna's pruning saves, and what a second worker adds.
+"""Tuning side by side on one split: fittrack tune, KerasTuner's Hyperband, Optuna random search.
 
-On builtin:digits, with a fixed budget of trials and epochs per trial:
-1. TPE with median pruning against random search without pruning, same seeds: total epochs
-   trained, wall seconds, best validation accuracy, and that configuration's test accuracy;
-2. one worker against two workers on a study of the same size: trials per minute.
+On builtin:digits (fittrack's default split for --seed), with the same number of trials and the
+same epoch cap per trial, each search runs as its own command in its own process, one after the
+other, and is timed whole (process start, data, search, the best model's test score):
 
-Each study runs through the real `fittrack tune` command in a throwaway tracking store.
+1. `fittrack tune` with its defaults (guided by val_accuracy here, as KerasTuner is), every trial a
+   tracked MLflow run in a throwaway store;
+2. KerasTuner's Hyperband (factor 3, max_epochs the same cap) over a small CNN space of its own,
+   untracked, the tool a Keras user would otherwise pick;
+3. `fittrack tune` with Optuna's random sampler and no pruning or early stopping: the reference.
 
-    python benchmarks/hpo_efficiency.py [--trials 20] [--epochs 10]
+For each it prints trials, epochs trained, wall seconds, best validation accuracy, the test
+accuracy of the best model, and the epochs trained until a validation accuracy first reached
+KerasTuner's best (in the order the epochs ran; "never" where it did not). Then one worker against
+two on one study (PostgreSQL at 127.0.0.1:5432 where it answers, else SQLite): trials per minute.
 
-Takes about 15 minutes on 2 cores; run it on an otherwise idle machine (the seconds and
-trials/min depend on it, the epoch counts do not).
+    pip install keras-tuner==1.4.8   # benchmark-only: pip install -e ".[bench]"
+    python benchmarks/hpo_efficiency.py [--trials 30] [--epochs 15] [--seed 42] [--skip-workers]
+
+The last line: `fittrack/keras_tuner epochs ratio R1 wall ratio R2 best val A vs B`. About 10
+minutes on 2 cores; run it on an otherwise idle machine (the seconds depend on it, the epochs not).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def tune(folder: str, *args: str) -> tuple[float, dict]:
-    """Run one study; return (wall seconds, what its runs hold)."""
+    """Run one `fittrack tune` study in a fresh store; return (wall seconds, what its runs hold)."""
     os.makedirs(folder, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": ROOT}
     env.pop("MLFLOW_RUN_ID", None)
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--quiet", "--data", "builtin:digits",
                "--metric", "val_accuracy", *args]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=folder, env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"fittrack tune failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -47,57 +60,147 @@ def _summary(uri: str) -> dict:
     experiment = client.get_experiment_by_name("Default")
     parent = client.search_runs([experiment.experiment_id], "tags.`fittrack.step` = 'tune'")[0]
     trials = client.search_runs([experiment.experiment_id], "tags.`fittrack.step` = 'trial'", max_results=10000)
-    epochs = sum(len(client.get_metric_history(t.info.run_id, "val_loss")) for t in trials)
+    # Every epoch of every trial, in the order it was logged: what "epochs to reach" counts along.
+    curve = sorted((m.timestamp, m.value) for t in trials
+                   for m in client.get_metric_history(t.info.run_id, "val_accuracy"))
     # The study's own span, first trial start to last trial end: process start-up, the split and the
     # final test evaluation are the same for any number of workers and are left out of trials/min.
     span = (max(t.info.end_time for t in trials) - min(t.info.start_time for t in trials)) / 1000
-    return {"epochs": epochs, "trials": len(trials), "span": span, "best_val": parent.data.metrics["best_value"],
-            "test": parent.data.metrics["test_accuracy"],
-            "pruned": int(parent.data.metrics["trials_pruned"])}
+    return {"epochs": len(curve), "trials": len(trials), "span": span, "best_val": parent.data.metrics["best_value"],
+            "test": parent.data.metrics["test_accuracy"], "pruned": int(parent.data.metrics["trials_pruned"]),
+            "curve": [value for _, value in curve]}
+
+
+def keras_tuner(folder: str, seed: int, epochs: int) -> tuple[float, dict]:
+    """KerasTuner's Hyperband in a process of its own, timed whole as the fittrack commands are."""
+    out = os.path.join(folder, "keras_tuner.json")
+    command = [sys.executable, os.path.abspath(__file__), "--keras-tuner-process", out, "--seed", str(seed),
+               "--epochs", str(epochs)]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT},
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"KerasTuner failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    with open(out) as f:
+        return seconds, json.load(f)
+
+
+def _keras_tuner_process(out: str, seed: int, epochs: int) -> None:
+    import keras
+    import keras_tuner
+    import numpy as np
+
+    from pipelines.params import DataParams
+    from pipelines.split import split
+
+    params = DataParams(data="builtin:digits", seed=seed)
+    dataset = params.load()
+    parts = split(params.split_config, dataset)
+    x = {name: np.asarray(part.x, dtype="float32")[..., None] for name, part in parts.items()}
+    y = {name: np.asarray(part.y) for name, part in parts.items()}
+    scale = float(x["train"].max())
+    curve = []
+
+    class Record(keras.callbacks.Callback):
+        # KerasTuner deep-copies callbacks for every trial; the list is shared by all the copies.
+        def on_epoch_end(self, epoch, logs=None):
+            curve.append(float(logs["val_accuracy"]))
+
+    def build(hp):
+        model = keras.Sequential([keras.Input(x["train"].shape[1:]), keras.layers.Rescaling(1.0 / scale)])
+        for i in range(hp.Int("conv_blocks", 1, 2)):
+            model.add(keras.layers.Conv2D(hp.Choice(f"filters_{i}", [16, 32, 64]), 3, padding="same",
+                                          activation="relu"))
+            model.add(keras.layers.MaxPooling2D(2))
+        model.add(keras.layers.Flatten())
+        model.add(keras.layers.Dropout(hp.Float("dropout", 0.0, 0.5, step=0.1)))
+        model.add(keras.layers.Dense(hp.Choice("units", [32, 64, 128]), activation="relu"))
+        model.add(keras.layers.Dense(10, activation="softmax"))
+        model.compile(optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 1e-4, 1e-2, sampling="log")),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    tuner = keras_tuner.Hyperband(build, objective="val_accuracy", max_epochs=epochs, factor=3, seed=seed,
+                                  directory=os.path.dirname(out), project_name="hyperband", overwrite=True)
+    tuner.search(x["train"], y["train"], validation_data=(x["val"], y["val"]), callbacks=[Record()], verbose=0)
+    best = tuner.get_best_models(1)[0]
+    test = float(best.evaluate(x["test"], y["test"], verbose=0)[1])
+    with open(out, "w") as f:
+        json.dump({"trials": len(tuner.oracle.trials), "epochs": len(curve), "best_val": max(curve), "test": test,
+                   "pruned": 0, "curve": curve}, f)
+
+
+def epochs_to_reach(curve: list, target: float):
+    for i, value in enumerate(curve, start=1):
+        if value >= target - 1e-9:
+            return i
+    return None
+
+
+def workers_storage() -> str:
+    """A fresh PostgreSQL database where the server answers (the issue's setting), else SQLite."""
+    try:
+        import psycopg
+
+        name = f"fittrack_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return f"{POSTGRES}/{name}"
+    except Exception:  # noqa: BLE001 (no server: the default SQLite storage)
+        return ""
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--throughput-trials", type=int, default=12)
     parser.add_argument("--throughput-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--keras-tuner-process", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.keras_tuner_process:
+        return _keras_tuner_process(args.keras_tuner_process, args.seed, args.epochs)
     work = tempfile.mkdtemp(prefix="fittrack-hpo-")
     budget = ["--n-trials", str(args.trials), "--trial-epochs", str(args.epochs), "--seed", str(args.seed)]
 
-    # fittrack tune's defaults: TPE, median pruning, and EarlyStopping (patience 3) inside each trial.
-    pruned_s, pruned = tune(os.path.join(work, "tpe"), *budget, "--sampler", "tpe", "--pruner", "median")
-    # Median pruning alone, every trial otherwise running its whole budget.
-    median_s, median = tune(os.path.join(work, "median"), *budget, "--sampler", "tpe", "--pruner", "median",
-                            "--trial-patience", str(args.epochs))
-    # The reference: random search, no pruning and no early stopping; every trial runs every epoch.
+    fittrack_s, fittrack = tune(os.path.join(work, "fittrack"), *budget)
+    os.makedirs(os.path.join(work, "keras_tuner"))
+    kt_s, kt = keras_tuner(os.path.join(work, "keras_tuner"), args.seed, args.epochs)
     random_s, random = tune(os.path.join(work, "random"), *budget, "--sampler", "random", "--pruner", "none",
                             "--trial-patience", str(args.epochs))
-    print(f"{args.trials} trials x at most {args.epochs} epochs, builtin:digits, metric val_accuracy")
-    print(f"{'search':<42} {'epochs':>7} {'seconds':>8} {'best val':>9} {'its test':>9} {'pruned':>7}")
-    for name, seconds, result in (("TPE + median pruning + patience 3 (default)", pruned_s, pruned),
-                                  ("TPE + median pruning, no early stopping", median_s, median),
-                                  ("random, no pruning, no early stopping", random_s, random)):
-        print(f"{name:<42} {result['epochs']:>7} {seconds:>8.1f} {result['best_val']:>9.4f} "
-              f"{result['test']:>9.4f} {result['pruned']:>7}")
 
-    throughput = ["--n-trials", str(args.throughput_trials), "--trial-epochs", str(args.throughput_epochs),
-                  "--sampler", "random", "--pruner", "none", "--seed", str(args.seed)]
-    one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1")
-    two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2")
-    one_rate, two_rate = 60 * one["trials"] / one["span"], 60 * two["trials"] / two["span"]
-    print(f"\n{args.throughput_trials} trials x {args.throughput_epochs} epochs, random sampler, no pruning")
-    for name, seconds, result, rate in (("1 worker ", one_s, one, one_rate), ("2 workers", two_s, two, two_rate)):
-        print(f"{name}: {result['trials']} trials, study {result['span']:.1f}s = {rate:.2f} trials/min "
-              f"(whole command {seconds:.1f}s = {60 * result['trials'] / seconds:.2f} trials/min)")
-    print(f"whole-command trials/min ratio 2 workers/1 worker: "
-          f"{(two['trials'] / two_s) / (one['trials'] / one_s):.2f}")
-    print(f"trials/min ratio 2 workers/1 worker: {two_rate / one_rate:.2f}")
-    print(f"best val accuracy pruned - unpruned: {pruned['best_val'] - random['best_val']:+.4f}")
-    print(f"epochs ratio median pruning alone/unpruned: {median['epochs'] / random['epochs']:.2f}")
-    print(f"epochs ratio pruned/unpruned: {pruned['epochs'] / random['epochs']:.2f}")
+    target = kt["best_val"]
+    print(f"at most {args.trials} trials x {args.epochs} epochs, builtin:digits (split seed {args.seed}), "
+          f"val_accuracy; epochs to reach: until a validation accuracy >= KerasTuner's best {target:.4f}")
+    print(f"{'search':<34} {'trials':>6} {'epochs':>7} {'seconds':>8} {'best val':>9} {'its test':>9} "
+          f"{'to reach':>9}")
+    for name, seconds, result in (("fittrack tune (defaults)", fittrack_s, fittrack),
+                                  ("KerasTuner Hyperband (factor 3)", kt_s, kt),
+                                  ("Optuna random, no pruning", random_s, random)):
+        reach = epochs_to_reach(result["curve"], target)
+        print(f"{name:<34} {result['trials']:>6} {result['epochs']:>7} {seconds:>8.1f} {result['best_val']:>9.4f} "
+              f"{result['test']:>9.4f} {reach if reach else 'never':>9}")
+
+    if not args.skip_workers:
+        storage = workers_storage()
+        throughput = ["--n-trials", str(args.throughput_trials), "--trial-epochs", str(args.throughput_epochs),
+                      "--sampler", "random", "--pruner", "none", "--seed", str(args.seed)]
+        if storage:
+            throughput += ["--storage", storage]
+        one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1", "--study", "one")
+        two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2", "--study", "two")
+        one_rate, two_rate = 60 * one["trials"] / one["span"], 60 * two["trials"] / two["span"]
+        print(f"\n{args.throughput_trials} trials x {args.throughput_epochs} epochs, random sampler, no pruning, "
+              f"{'PostgreSQL' if storage else 'SQLite'} storage")
+        for name, seconds, result, rate in (("1 worker ", one_s, one, one_rate), ("2 workers", two_s, two, two_rate)):
+            print(f"{name}: {result['trials']} trials, study {result['span']:.1f}s = {rate:.2f} trials/min "
+                  f"(whole command {seconds:.1f}s)")
+        print(f"trials/min ratio 2 workers/1 worker: {two_rate / one_rate:.2f}")
+    print(f"fittrack/keras_tuner epochs ratio {fittrack['epochs'] / kt['epochs']:.2f} wall ratio "
+          f"{fittrack_s / kt_s:.2f} best val {fittrack['best_val']:.4f} vs {kt['best_val']:.4f}")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,11 @@ class TuneParams:
                                 "trial on its own plateau.", low=0)
     search_space: str = param("", "YAML file overriding the default search space.")
     heartbeat_interval: int = param(10, "Seconds between a running trial's heartbeats.", low=1)
+    # One retry: a transient failure (memory taken by another process, a lost connection) gets a second
+    # go; a trial that fails for its parameters costs one more attempt, at the same parameters.
+    max_retries: int = param(1, "Times a failed trial's parameters are tried again, each a new trial and run "
+                             "tagged fittrack.retry_of (0: never). A worker's trial lost with it counts as "
+                             "failed.", low=0)
     grace_period: int = param(30, "Seconds without heartbeat after which another worker fails (and retries) "
                               "a trial.", low=2)
     # How `fittrack tune --workers N` starts its extra workers: internal, not for users.

@@ -18,6 +18,9 @@ from tracking.redact import mask_uri
 
 TRIAL_STEP = "trial"
 RUN_ID_ATTR = "mlflow_run_id"
+#: A retried trial's user attributes: the run and the trial number it tries again.
+RETRY_OF_RUN_ATTR, RETRY_OF_TRIAL_ATTR = "retry_of_run_id", "retry_of_trial"
+RETRY_OF_TAG = "fittrack.retry_of"
 
 
 def check_metric(metric: str, task: str) -> None:
@@ -90,11 +93,41 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, on_stale=
                             f"({exc.__cause__ or exc})") from None
 
 
-def stale_trial_callback(max_retry: int = 2):
-    """Called by whichever worker notices a dead worker's trial: end its MLflow run FAILED, retry it."""
+def retry_trial(max_retries: int):
+    """Optuna's own retry (RetryHeartbeatStaleTrialCallback: the failed trial's parameters as a new
+    waiting trial, the retry history in its system attributes, at most `max_retries` per trial),
+    except that the new trial names the run and trial it retries instead of inheriting the failed
+    one's user attributes (its run id among them: each retry is a run of its own)."""
+    import copy
+
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+
+    def again(study, trial):
+        named = copy.copy(trial)
+        named.user_attrs = {RETRY_OF_RUN_ATTR: trial.user_attrs.get(RUN_ID_ATTR, ""), RETRY_OF_TRIAL_ATTR: trial.number}
+        retry(study, named)
+
+    return again
+
+
+def retry_failed_callback(max_retries: int):
+    """A study.optimize callback: a trial of this process that raised is retried."""
+    from optuna.trial import TrialState
+
+    retry = retry_trial(max_retries)
+
+    def on_end(study, trial):
+        if trial.state == TrialState.FAIL:
+            retry(study, trial)
+
+    return on_end
+
+
+def stale_trial_callback(max_retries: int):
+    """Called by whichever worker notices a dead worker's trial: end its MLflow run FAILED, retry it."""
+    retry = retry_trial(max_retries)
 
     def on_stale(study, trial):
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
@@ -154,12 +187,16 @@ class Objective:
         params = {name: spec.suggest(trial, name) for name, spec in self.space.items()}
         config = replace(self.base, **params, monitor=self.metric)
         config.resolved_model = training.resolve_model(config, self.kind)
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags={
+        tags = {
             "mlflow.parentRunId": self.parent_run_id, runs.STEP_TAG: TRIAL_STEP,
             runs.CODE_VERSION_TAG: runs.code_version(), "optuna.study_name": self.study_name,
             "optuna.trial_number": str(trial.number), "optuna.state": "RUNNING",
             "fittrack.split_run_id": self.split_run_id,
-        })
+        }
+        if RETRY_OF_TRIAL_ATTR in trial.user_attrs:
+            tags.update({RETRY_OF_TAG: trial.user_attrs[RETRY_OF_RUN_ATTR],
+                         "optuna.retry_of_trial": str(trial.user_attrs[RETRY_OF_TRIAL_ATTR])})
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.number}", tags=tags)
         run_id = run.info.run_id
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         trial.set_user_attr("pid", os.getpid())

@@ -1,6 +1,9 @@
 """Optuna search with real trials, a real MLflow store and real Keras fits on small data."""
 
+import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from pipelines.cli import cli
-from tests.conftest import PROJECT_ROOT, mlflow_run
+from tests.conftest import PROJECT_ROOT, free_port, mlflow_run
 
 FIXED_SPACE = """
 layers: 1
@@ -35,6 +38,57 @@ def _tune(*args, check=True):
 
 def _trials(tracking):
     return tracking.runs("trial")
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage):
+    """The real optuna-dashboard on 127.0.0.1, serving `storage`; yields a GET of its JSON API."""
+    import urllib.request
+
+    port = free_port()
+    command = [shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)), storage,
+               "--host", "127.0.0.1", "--port", str(port), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+            return json.load(response)
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get("/api/meta")
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer within 60 s"
+                time.sleep(0.3)
+        yield get
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _assert_dashboard_shows(storage, study_name, tracking, metric):
+    """optuna-dashboard reads the study: every trial, with each epoch's value as its run logged it."""
+    with optuna_dashboard(storage) as get:
+        summaries = {s["study_name"]: s for s in get("/api/studies")["study_summaries"]}
+        detail = get(f"/api/studies/{summaries[study_name]['study_id']}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert sorted(t["number"] for t in detail["trials"]) == [t.number for t in study.trials]
+    assert detail["has_intermediate_values"]
+    shown = 0
+    for trial in detail["trials"]:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        if trial["state"] not in ("Complete", "Pruned"):
+            continue
+        history = sorted(tracking.client.get_metric_history(attrs["mlflow_run_id"], metric), key=lambda m: m.step)
+        values = [(v["step"], float(v["value"])) for v in trial["intermediate_values"]]
+        assert [step for step, _ in values] == [m.step for m in history]
+        assert [value for _, value in values] == pytest.approx([m.value for m in history], rel=1e-6)
+        shown += 1
+    assert shown >= 1
 
 
 def test_small_study_tracks_every_trial(tracking):
@@ -71,6 +125,10 @@ def test_small_study_tracks_every_trial(tracking):
     from sklearn.datasets import load_iris
 
     assert len(model.predict(load_iris(as_frame=True).data.iloc[:3])) == 3
+    # The default storage, beside the SQLite tracking store, as the README's command opens it.
+    storage = parent.data.tags["optuna.storage"]
+    assert storage == f"sqlite:///{os.path.dirname(mlflow.get_tracking_uri()[len('sqlite:///'):])}/optuna.db"
+    _assert_dashboard_shows(storage, parent.data.tags["optuna.study_name"], tracking, "val_accuracy")
 
 
 def test_running_again_resumes_the_study(tracking):
@@ -117,6 +175,40 @@ def test_hopeless_trial_is_pruned_and_its_run_killed(tracking, tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in study.trials[:3])
 
 
+def test_a_failing_trial_is_recorded_retried_once_and_the_study_goes_on(tracking, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(FIXED_SPACE.replace("{choices: [0.03, 1.0e-7]}", "{choices: [0.03, 1.0e+6]}"))
+    storage = f"sqlite:///{tmp_path}/failing.db"
+    study = optuna.create_study(study_name="failing", storage=storage, direction="minimize")
+    study.enqueue_trial({"learning_rate": 1e6})  # its loss explodes: the fit fails as diverged
+    # The train configuration (learning rate 0.03) is enqueued next, as tune does for every study.
+    _tune("--n-trials", "2", "--trial-epochs", "3", "--study", "failing", "--storage", storage,
+          "--search-space", str(space), "--pruner", "none", "--learning-rate", "0.03")
+    trials = optuna.load_study(study_name="failing", storage=storage).trials
+    client = tracking.client
+    runs = {t.number: client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials if "mlflow_run_id" in t.user_attrs}
+    first = trials[0]
+    assert first.state == TrialState.FAIL
+    retries = [t for t in trials if t.user_attrs.get("retry_of_trial") == 0]
+    assert len(retries) == 1 and retries[0].params == first.params and retries[0].state == TrialState.FAIL
+    retry = retries[0]
+    for number in (first.number, retry.number):
+        run = runs[number]
+        assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+        assert "diverged" in run.data.tags["error"] and "learning_rate 1e+06" in run.data.tags["error"]
+    assert runs[retry.number].data.tags["fittrack.retry_of"] == runs[first.number].info.run_id
+    assert runs[retry.number].data.tags["optuna.retry_of_trial"] == "0"
+    assert "fittrack.retry_of" not in runs[first.number].data.tags
+    # max_retries 1: the retry that failed is not tried a third time.
+    assert not [t for t in trials if t.user_attrs.get("retry_of_trial") == retry.number]
+    # The study went on after the failure: the next trial (the enqueued train configuration) completed.
+    assert trials[1].params == {"learning_rate": 0.03} and trials[1].state == TrialState.COMPLETE
+    assert runs[1].info.status == "FINISHED"
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    parent = tracking.only_run("tune")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_failed"] == len(failed)
+
+
 @pytest.fixture
 def bad_yaml(tmp_path):
     files = {
@@ -139,6 +231,7 @@ def bad_yaml(tmp_path):
     (["--search-space", "{d}/inverted.yaml"], "'dropout' has low 0.5 above high 0.1"),
     (["--storage", "postgresql://postgres@127.0.0.1:1/nowhere"], "cannot reach storage 'postgresql://postgres@127.0.0.1:1/nowhere'"),
     (["--n-trials", "0"], "n_trials must be >= 1, got 0"),
+    (["--max-retries", "-1"], "max_retries must be >= 0, got -1"),
 ])
 def test_bad_tune_input_is_one_line(tracking, bad_yaml, args, message):
     result = _tune(*[a.format(d=bad_yaml) for a in args], check=False)
@@ -175,6 +268,7 @@ def test_two_workers_share_one_postgres_study(tracking, postgres_database):
     study = optuna.load_study(study_name="shared", storage=postgres_database)
     _assert_consistent(study, tracking, 6)
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2, "both workers should have run trials"
+    _assert_dashboard_shows(postgres_database, "shared", tracking, "val_loss")
 
 
 @pytest.mark.e2e

@@ -65,7 +65,7 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
         # One study per split by default: trials judged on another split's validation rows never compete.
         params.study = params.study or default_study(data_params.data, family, split_run_id)
         storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
-                                      tuning.stale_trial_callback())
+                                      tuning.stale_trial_callback(params.max_retries))
         # The trials' own epochs and patience are trial_epochs and trial_patience.
         runs.log_params({**asdict(data_params),
                          **{k: v for k, v in base.params().items() if k not in ("monitor", "epochs", "patience")},
@@ -124,7 +124,7 @@ def _worker(data_params, base, params, space, split_run_id, parent_run_id, worke
     """An extra local worker: joins the study and adds trials under the same parent run."""
     _end_with_parent()
     storage = tuning.make_storage(params.storage, params.heartbeat_interval, params.grace_period,
-                                  tuning.stale_trial_callback())
+                                  tuning.stale_trial_callback(params.max_retries))
     study = _study(params, storage, data_params.seed + worker_index)
     experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
     with training.temp_workdir() as workdir:
@@ -179,7 +179,9 @@ def _optimize(study, objective, params, show_progress):
     # Finished trials (complete or pruned) count towards n_trials, whichever worker ran them.
     done = MaxTrialsCallback(params.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None, callbacks=[done],
+    # catch: a trial that raises is failed (its run FAILED with the reason) and the study goes on.
+    study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None,
+                   callbacks=[done, tuning.retry_failed_callback(params.max_retries)],
                    catch=(Exception,), show_progress_bar=show_progress)
 
 
