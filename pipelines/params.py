@@ -25,7 +25,7 @@ TASKS = ("auto", "classification", "regression")
 # strings missing values, `categorical` keeps every value as a category, `error` stops.
 MIXED_COLUMNS = ("numeric", "categorical", "error")
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
 DIRECTIONS = ("auto", "minimize", "maximize")
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from dataclasses import replace
 
@@ -44,7 +43,15 @@ def make_sampler(name: str, seed: int):
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        import warnings
+
+        # multivariate: the parameters' joint distribution (learning rate and batch size interact);
+        # group: a space whose parameters differ between trials (the CNN's and the MLP's) is
+        # modelled per subspace rather than falling back to independent sampling. group is
+        # marked experimental in Optuna 5, hence the warning filter.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -59,6 +66,10 @@ def make_sampler(name: str, seed: int):
     raise FittrackError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
+#: The first epoch (from 0) at which Hyperband and successive halving judge a trial.
+MIN_RESOURCE = 2
+
+
 def make_pruner(name: str, epochs: int):
     import optuna
 
@@ -67,7 +78,13 @@ def make_pruner(name: str, epochs: int):
         # epoch on (the first is mostly initialisation noise). Measured in benchmarks/hpo_efficiency.py.
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(1, max(epochs - 1, 0)))
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+        # Steps are epochs counted from 0: a trial is first judged after MIN_RESOURCE + 1 epochs,
+        # then after 3x as many, each time against the trials that reached the same epoch.
+        return optuna.pruners.HyperbandPruner(min_resource=min(MIN_RESOURCE, max(epochs - 1, 1)),
+                                              max_resource=epochs, reduction_factor=3)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(MIN_RESOURCE, max(epochs - 1, 1)),
+                                                      reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise FittrackError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
@@ -203,6 +220,8 @@ class Objective:
         _log_params(self.client, run_id, {**config.params(), "resolved_model": config.resolved_model,
                                           **feature_params(self.prepared.meta),
                                           "split_run_id": self.split_run_id, "trial_number": trial.number})
+        # A blank Keras state and a garbage collection (clear_session's free_memory) per trial: the
+        # process's memory stays flat over a long study (benchmarks/trial_memory.py).
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.base.seed + trial.number)
         from pipelines.tracked_fit import fit_tracked
@@ -226,8 +245,6 @@ class Objective:
             self.client.set_tag(run_id, "optuna.state", "FAIL")
             self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
             raise
-        finally:
-            gc.collect()
         value = outcome.best_value if outcome.best_value is not None else float("nan")
         self.client.set_tag(run_id, "optuna.state", "COMPLETE")
         self.client.set_terminated(run_id, "FINISHED")

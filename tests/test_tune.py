@@ -223,7 +223,7 @@ def bad_yaml(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--sampler", "annealing"], "sampler must be one of tpe, random, cmaes, gp, got 'annealing'"),
-    (["--pruner", "patient"], "pruner must be one of median, hyperband, none, got 'patient'"),
+    (["--pruner", "patient"], "pruner must be one of median, hyperband, successive_halving, none, got 'patient'"),
     (["--metric", "val_speed"], "unknown metric 'val_speed'"),
     (["--metric", "val_r2_score"], "metric 'val_r2_score' is not logged for classification"),
     (["--search-space", "{d}/broken.yaml"], "is not valid YAML"),
@@ -369,6 +369,27 @@ def test_cmaes_sampler_and_hyperband_pruner_run(tracking):
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sampler"] == "cmaes" and parent.data.params["pruner"] == "hyperband"
     assert len(_trials(tracking)) == 3
+
+
+def test_successive_halving_judges_a_trial_at_its_first_rung_against_the_one_before(tracking, tmp_path):
+    from pipelines.tune import MIN_RESOURCE
+
+    space = tmp_path / "space.yaml"
+    space.write_text(FIXED_SPACE)
+    storage = f"sqlite:///{tmp_path}/halving.db"
+    study = optuna.create_study(study_name="halving", storage=storage, direction="minimize")
+    for rate in (0.03, 1e-7):  # one that learns, then one that cannot
+        study.enqueue_trial({"learning_rate": rate})
+    _tune("--n-trials", "2", "--trial-epochs", "6", "--study", "halving", "--storage", storage,
+          "--search-space", str(space), "--trial-patience", "20", "--pruner", "successive_halving",
+          "--learning-rate", "0.03")
+    learner, hopeless = optuna.load_study(study_name="halving", storage=storage).trials[:2]
+    assert learner.state == TrialState.COMPLETE and learner.last_step == 5
+    # Judged at epoch MIN_RESOURCE (from 0), the first rung, where the learner was better: pruned there.
+    assert hopeless.state == TrialState.PRUNED and hopeless.last_step == MIN_RESOURCE
+    run = tracking.client.get_run(hopeless.user_attrs["mlflow_run_id"])
+    assert run.data.tags["pruned_epoch"] == str(MIN_RESOURCE)
+    assert len(tracking.client.get_metric_history(run.info.run_id, "val_loss")) == MIN_RESOURCE + 1
 
 
 def test_gp_sampler_says_what_it_needs(tracking):
