@@ -36,7 +36,7 @@ def test_readme_parameter_list_is_written_from_the_cli():
 
     readme = _read("README.md").decode()
     assert with_readme_parameters(readme) == readme, "README is stale: run python -m pipelines.mlproject"
-    assert "`trial_patience` (3)" in readme and "`tune_trials` (8)" in readme
+    assert "`trial_patience` (6)" in readme and "`tune_trials` (8)" in readme
     # Each choice option lists its choices (wrapped lines joined).
     assert "`optimizer` (adam) `adam|adamw|sgd|rmsprop|nadam`" in " ".join(readme.split())
 
