@@ -150,6 +150,13 @@ def test_running_again_resumes_the_study(tracking):
     assert sum({k: t.params[k] for k in default} == default for t in study.trials) == 1
     trial0 = next(r for r in _trials(tracking) if r.data.tags["optuna.trial_number"] == "0")
     assert float(trial0.data.params["learning_rate"]) == TrainConfig().learning_rate
+    # The study's leaderboard holds the trials of both tune runs, the earlier ones included.
+    from tracking.compare import compare
+
+    board = json.loads(compare(study=name, output_format="json"))
+    assert {r["run_id"] for r in board} == {r.info.run_id for r in _trials(tracking)}
+    assert {tracking.client.get_run(r["run_id"]).data.tags["mlflow.parentRunId"] for r in board} == {
+        first.info.run_id, second.info.run_id}
     # Another split (another seed) is another study.
     _tune("--n-trials", "1", "--trial-epochs", "1", "--pruner", "none", "--seed", "5")
     assert tracking.runs("tune")[-1].data.tags["optuna.study_name"] != name
