@@ -25,6 +25,7 @@ minutes on 2 cores; run it on an otherwise idle machine (the seconds depend on i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -138,17 +139,24 @@ def epochs_to_reach(curve: list, target: float):
     return None
 
 
-def workers_storage() -> str:
-    """A fresh PostgreSQL database where the server answers (the issue's setting), else SQLite."""
+@contextlib.contextmanager
+def workers_storage():
+    """A fresh PostgreSQL database where the server answers (the issue's setting), dropped
+    afterwards; else "" (the default SQLite storage)."""
     try:
         import psycopg
 
         name = f"fittrack_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
-        return f"{POSTGRES}/{name}"
     except Exception:  # noqa: BLE001 (no server: the default SQLite storage)
-        return ""
+        yield ""
+        return
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def main():
@@ -185,13 +193,13 @@ def main():
               f"{result['test']:>9.4f} {reach if reach else 'never':>9}")
 
     if not args.skip_workers:
-        storage = workers_storage()
         throughput = ["--n-trials", str(args.throughput_trials), "--trial-epochs", str(args.throughput_epochs),
                       "--sampler", "random", "--pruner", "none", "--seed", str(args.seed)]
-        if storage:
-            throughput += ["--storage", storage]
-        one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1", "--study", "one")
-        two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2", "--study", "two")
+        with workers_storage() as storage:
+            if storage:
+                throughput += ["--storage", storage]
+            one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1", "--study", "one")
+            two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2", "--study", "two")
         one_rate, two_rate = 60 * one["trials"] / one["span"], 60 * two["trials"] / two["span"]
         print(f"\n{args.throughput_trials} trials x {args.throughput_epochs} epochs, random sampler, no pruning, "
               f"{'PostgreSQL' if storage else 'SQLite'} storage")

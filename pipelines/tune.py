@@ -46,9 +46,10 @@ def make_sampler(name: str, seed: int):
         import warnings
 
         # multivariate: the parameters' joint distribution (learning rate and batch size interact);
-        # group: a space whose parameters differ between trials (the CNN's and the MLP's) is
-        # modelled per subspace rather than falling back to independent sampling. group is
-        # marked experimental in Optuna 5, hence the warning filter.
+        # Optuna 5 already does so for one objective, said here so that it stays so. group: trials
+        # whose parameters differ are modelled per subspace instead of falling back to independent
+        # sampling; the default spaces name the same parameters in every trial, where it changes
+        # nothing. group is marked experimental in Optuna 5, hence the warning filter.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
@@ -77,14 +78,14 @@ def make_pruner(name: str, epochs: int):
         # Three trials run to the end to set the median; after that a trial is judged from its second
         # epoch on (the first is mostly initialisation noise). Measured in benchmarks/hpo_efficiency.py.
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(1, max(epochs - 1, 0)))
+    # Steps are epochs counted from 0: Hyperband and successive halving first judge a trial at step
+    # first_rung (after first_rung + 1 epochs), then at 3x that step, each time against the trials
+    # that reached the same epoch; a trial of few epochs is judged before its last one.
+    first_rung = min(MIN_RESOURCE, max(epochs - 1, 1))
     if name == "hyperband":
-        # Steps are epochs counted from 0: a trial is first judged after MIN_RESOURCE + 1 epochs,
-        # then after 3x as many, each time against the trials that reached the same epoch.
-        return optuna.pruners.HyperbandPruner(min_resource=min(MIN_RESOURCE, max(epochs - 1, 1)),
-                                              max_resource=epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first_rung, max_resource=epochs, reduction_factor=3)
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(MIN_RESOURCE, max(epochs - 1, 1)),
-                                                      reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise FittrackError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
@@ -220,8 +221,9 @@ class Objective:
         _log_params(self.client, run_id, {**config.params(), "resolved_model": config.resolved_model,
                                           **feature_params(self.prepared.meta),
                                           "split_run_id": self.split_run_id, "trial_number": trial.number})
-        # A blank Keras state and a garbage collection (clear_session's free_memory) per trial: the
-        # process's memory stays flat over a long study (benchmarks/trial_memory.py).
+        # A blank Keras state and a garbage collection (clear_session's free_memory) per trial. It does
+        # not keep a long study's memory flat: TensorFlow keeps about 17 MB per trial's fit all the same
+        # (benchmarks/trial_memory.py, keras-team/keras#17458).
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.base.seed + trial.number)
         from pipelines.tracked_fit import fit_tracked
