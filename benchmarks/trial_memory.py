@@ -8,7 +8,7 @@ trial; the table shows the memory after trials 1, 10, 25 and the last. The last 
 
     python benchmarks/trial_memory.py [--trials 50] [--epochs 2]
 
-About 3 minutes on 2 cores.
+About 5 minutes on 2 cores.
 """
 
 from __future__ import annotations

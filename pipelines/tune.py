@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from mlflow import MlflowClient
 
+from pipelines import graph_memory
 from pipelines import train as training
 from pipelines.errors import FittrackError
 from pipelines.params import DIRECTIONS, PRUNERS, SAMPLERS
@@ -189,6 +190,7 @@ class Objective:
         self.parent_run_id, self.experiment_id, self.study_name = parent_run_id, experiment_id, study_name
         self.split_run_id, self.kind, self.workdir = split_run_id, kind, workdir
         self.client = MlflowClient()
+        self.gradients_before = graph_memory.custom_gradients()
 
     def __call__(self, trial):
         import keras
@@ -221,9 +223,9 @@ class Objective:
         _log_params(self.client, run_id, {**config.params(), "resolved_model": config.resolved_model,
                                           **feature_params(self.prepared.meta),
                                           "split_run_id": self.split_run_id, "trial_number": trial.number})
-        # A blank Keras state and a garbage collection (clear_session's free_memory) per trial. It does
-        # not keep a long study's memory flat: TensorFlow keeps about 17 MB per trial's fit all the same
-        # (benchmarks/trial_memory.py, keras-team/keras#17458).
+        # A blank Keras state per trial; the earlier trials' graphs go with the collection that
+        # clear_session runs, once TensorFlow's registry no longer holds them (graph_memory).
+        graph_memory.drop_custom_gradients(keep=self.gradients_before)
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.base.seed + trial.number)
         from pipelines.tracked_fit import fit_tracked
