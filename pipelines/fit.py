@@ -82,9 +82,9 @@ def _best_phase(model, values, mode: str, best):
     return best
 
 
-def keras_callbacks(config: TrainConfig, workdir: str, loss_ceiling: float | None = None):
-    """Keras's own callbacks for the fit; returns (list, the ModelCheckpoint). A training loss above
-    `loss_ceiling` ends the fit as a NaN one does."""
+def keras_callbacks(config: TrainConfig, workdir: str, loss_ceiling: float | None = None, checkpoint: bool = True):
+    """Keras's own callbacks for the fit; returns (list, the ModelCheckpoint, None without
+    `checkpoint`). A training loss above `loss_ceiling` ends the fit as a NaN one does."""
     import keras
 
     from tracking.callbacks import TerminateOnNaN
@@ -95,9 +95,9 @@ def keras_callbacks(config: TrainConfig, workdir: str, loss_ceiling: float | Non
     checkpoint = keras.callbacks.ModelCheckpoint(
         os.path.join(workdir, "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True,
         initial_value_threshold=float("inf") if mode == "min" else float("-inf"),
-    )
+    ) if checkpoint else None
     callbacks = [
-        checkpoint,
+        *([checkpoint] if checkpoint else []),
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True),
         # A NaN, infinite or exploded loss ends the fit at that epoch's end (gracefully: every

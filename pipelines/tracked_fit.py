@@ -51,7 +51,7 @@ class FitOutcome:
 
 def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, workdir: str,
                 verbose: int | None = None, extra_callbacks: tuple = (), transfer=None,
-                resume_dir: str | None = None) -> FitOutcome:
+                resume_dir: str | None = None, checkpoint_each_best: bool = True) -> FitOutcome:
     """Fit (from scratch, or from `transfer`'s loaded init model in phases) with every epoch tracked.
 
     With `resume_dir`, Keras's BackupAndRestore keeps the last epoch there, so the same run
@@ -61,9 +61,12 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
 
     A fit whose loss turns NaN, infinite or a hundred times the dummy baseline's stops there and
     raises FittrackError naming the epoch and the learning rate, after tagging the run `diverged`.
+
+    Without `checkpoint_each_best` (Optuna trials) the best epoch's weights are kept in memory and
+    its checkpoint logged once at the end, so a fit that raises or is pruned logs none.
     """
-    from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, MlflowMetricsLogger, TrainEvaluation,
-                                    training_sample)
+    from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, BestWeightsLogger, MlflowMetricsLogger,
+                                    TrainEvaluation, training_sample)
 
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
@@ -72,9 +75,15 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     task, n_classes = prepared.meta["task"], len(prepared.meta["classes"])
     dummy_loss = baseline_models.dummy_loss(task, prepared.labels["train"], config.label_smoothing)
     floor = baseline_models.loss_floor(task, n_classes, config.label_smoothing)
-    callbacks, checkpoint = fitting.keras_callbacks(config, workdir, loss_ceiling(dummy_loss))
-    best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
-    callbacks.insert(1, best_logger)
+    if transfer is not None and not checkpoint_each_best:
+        raise ValueError("a transfer run's phases are several fits: it checkpoints each best epoch")
+    callbacks, checkpoint = fitting.keras_callbacks(config, workdir, loss_ceiling(dummy_loss),
+                                                    checkpoint=checkpoint_each_best)
+    if checkpoint_each_best:
+        best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
+    else:
+        best_logger = BestWeightsLogger(run_id, config.monitor, mode_of(config.monitor), client=client)
+    callbacks.insert(1 if checkpoint_each_best else 0, best_logger)
     if transfer is not None:
         callbacks.insert(2, _carry_best(best_logger))
     spool = None

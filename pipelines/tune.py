@@ -191,6 +191,7 @@ class Objective:
         self.split_run_id, self.kind, self.workdir = split_run_id, kind, workdir
         self.client = MlflowClient()
         self.gradients_before = graph_memory.custom_gradients()
+        graph_memory.freeze_long_lived()
 
     def __call__(self, trial):
         import keras
@@ -234,7 +235,10 @@ class Objective:
         os.makedirs(workdir, exist_ok=True)
         pruning = Pruning(trial, self.metric)
         try:
-            outcome = fit_tracked(config, self.prepared, run_id, workdir, verbose=0, extra_callbacks=(pruning,))
+            # The best epoch's checkpoint written once, at the end, from memory: a pruned trial keeps
+            # its params and epochs but no checkpoint (no trial needs one that the study gave up on).
+            outcome = fit_tracked(config, self.prepared, run_id, workdir, verbose=0, extra_callbacks=(pruning,),
+                                  checkpoint_each_best=False)
         except optuna.TrialPruned:
             self.client.set_tag(run_id, "pruned", "true")
             self.client.set_tag(run_id, "pruned_epoch", str(pruning.last_epoch))

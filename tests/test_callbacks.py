@@ -109,7 +109,8 @@ def test_a_crashed_fit_still_holds_its_best_checkpoint(tracking, tmp_path):
     assert os.path.getsize(os.path.join(local, "best.keras")) > 0
 
 
-def test_train_evaluation_is_the_training_sample_in_inference_mode(tracking):
+@pytest.mark.parametrize("rows", [100, 101])  # 101: the last of two equal batches is padded
+def test_train_evaluation_is_the_training_sample_in_inference_mode(tracking, rows):
     from tracking.callbacks import TrainEvaluation
 
     x, y, xv, yv = _data()
@@ -120,12 +121,12 @@ def test_train_evaluation_is_the_training_sample_in_inference_mode(tracking):
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
     with mlflow.start_run() as run:
         history = model.fit(x, y, validation_data=(xv, yv), epochs=3, batch_size=32, verbose=0,
-                            callbacks=[TrainEvaluation(x[:100], y[:100], batch_size=64),
+                            callbacks=[TrainEvaluation(x[:rows], y[:rows], batch_size=64),
                                        MlflowMetricsLogger(run.info.run_id, train_size=len(x))]).history
     logged = sorted(tracking.client.get_metric_history(run.info.run_id, "train_eval_loss"), key=lambda m: m.step)
     assert [m.step for m in logged] == [0, 1, 2]
     assert np.allclose([m.value for m in logged], history["train_eval_loss"])
-    assert history["train_eval_loss"][-1] == pytest.approx(model.evaluate(x[:100], y[:100], verbose=0), rel=1e-5)
+    assert history["train_eval_loss"][-1] == pytest.approx(model.evaluate(x[:rows], y[:rows], verbose=0), rel=1e-5)
     assert history["train_eval_loss"][-1] != pytest.approx(history["loss"][-1], rel=1e-3)
 
 
@@ -222,3 +223,44 @@ def test_a_backup_truncated_by_a_kill_mid_save_restores_the_one_before(tmp_path,
     history = fit()
     # Epoch 2's backup was restored: the fit goes on from epoch 3, not from the start.
     assert history.epoch == [3, 4, 5]
+
+
+def test_best_weights_logger_publishes_the_best_epoch_once_at_the_end(tracking):
+    from tracking.callbacks import BestWeightsLogger
+
+    x, y, xv, yv = _data()
+    model = _model()
+    model.optimizer.learning_rate.assign(1.0)  # large steps: val_loss goes up and down
+    with mlflow.start_run() as run:
+        logger = BestWeightsLogger(run.info.run_id, "val_loss", mode="min")
+        history = model.fit(x, y, validation_data=(xv, yv), epochs=8, verbose=0, callbacks=[logger]).history
+    best_epoch = int(np.argmin(history["val_loss"]))
+    assert best_epoch != len(history["val_loss"]) - 1, "the check needs a best epoch before the last"
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints")
+    with open(os.path.join(local, "best.json")) as f:
+        info = json.load(f)
+    assert info["epoch"] == best_epoch == logger.best_epoch
+    assert info["value"] == pytest.approx(min(history["val_loss"]))
+    restored = keras.models.load_model(os.path.join(local, "best.keras"))
+    assert restored.evaluate(xv, yv, verbose=0, return_dict=True)["loss"] == pytest.approx(info["value"], rel=1e-4)
+    # The fitted model is left holding its best epoch, as EarlyStopping(restore_best_weights) leaves it.
+    assert model.evaluate(xv, yv, verbose=0, return_dict=True)["loss"] == pytest.approx(info["value"], rel=1e-4)
+
+
+def test_best_weights_logger_publishes_nothing_for_a_fit_that_raised(tracking):
+    from tracking.callbacks import BestWeightsLogger
+
+    x, y, xv, yv = _data()
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("pruned")
+
+    with mlflow.start_run() as run:
+        logger = BestWeightsLogger(run.info.run_id, "val_loss", mode="min")
+        with pytest.raises(RuntimeError):
+            _model().fit(x, y, validation_data=(xv, yv), epochs=5, verbose=0, callbacks=[logger, Stop()])
+    assert logger.best_epoch is not None
+    logger.wait()
+    assert tracking.client.list_artifacts(run.info.run_id, "checkpoints") == []

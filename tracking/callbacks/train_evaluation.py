@@ -32,9 +32,13 @@ class TrainEvaluation(keras.callbacks.Callback):
         # loss once (regularisation included, as in val_loss): what model.evaluate computes, without
         # the new data pipeline evaluate builds at every call nor eager forward passes, which cost
         # a small CNN a quarter of its epoch.
-        outputs = [self.model.predict_on_batch(self.x[start:start + self.batch_size])
-                   for start in range(0, len(self.x), self.batch_size)]
-        predicted = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        # Batches of one size (the last padded with the first rows, its outputs dropped): the
+        # predict step is traced once per model, not again for a smaller last batch.
+        n = len(self.x)
+        size = -(-n // -(-n // self.batch_size))
+        padded = np.concatenate([self.x, self.x[:size * -(-n // size) - n]]) if n % size else self.x
+        outputs = [self.model.predict_on_batch(padded[start:start + size]) for start in range(0, n, size)]
+        predicted = (outputs[0] if len(outputs) == 1 else np.concatenate(outputs))[:n]
         loss = self.model.compute_loss(x=self.x, y=self.y, y_pred=predicted)
         logs[f"{self.name}_loss"] = float(keras.ops.convert_to_numpy(loss))
 

@@ -1,0 +1,79 @@
+"""Keeps the best epoch's weights in memory and publishes its checkpoint once, when the fit ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import keras
+from mlflow import MlflowClient
+
+from tracking.callbacks._numbers import is_finite
+from tracking.callbacks.best_checkpoint import BEST_CHECKPOINT, BEST_INFO, CHECKPOINT_DIR
+
+
+class BestWeightsLogger(keras.callbacks.Callback):
+    """The best epoch's weights copied in memory as it improves (no file written during the fit);
+    at the fit's end the model is given them back and `checkpoints/best.keras` and `best.json` are
+    logged once, as BestCheckpointLogger's layout.
+
+    For short fits that many run in turn (Optuna trials): Keras's ModelCheckpoint writes the
+    whole model at every better epoch. A fit that ends without on_train_end (one that raises, a
+    pruned trial) publishes nothing; a long fit that must keep its best epoch through a crash
+    uses ModelCheckpoint and BestCheckpointLogger instead.
+    """
+
+    def __init__(self, run_id: str, monitor: str, mode: str, client: MlflowClient | None = None):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.run_id, self.monitor, self.mode = run_id, monitor, mode
+        self.client = client or MlflowClient()
+        self.best_epoch = self.best_value = self.error = None
+        self._weights = None
+
+    def on_train_begin(self, logs=None):
+        self.best_epoch = self.best_value = self.error = None
+        self._weights = None
+        self._warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            if not self._warned:
+                warnings.warn(f"best checkpoint not logged: monitored metric '{self.monitor}' is not in the "
+                              f"epoch's logs (available: {', '.join(sorted(logs))})", stacklevel=2)
+                self._warned = True
+            return
+        value = logs[self.monitor]
+        # A diverged model is never the best one, whatever the monitored metric says of it.
+        if not is_finite(value) or not all(is_finite(v) for k, v in logs.items() if k.endswith("loss")):
+            return
+        value = float(value)
+        if self.best_value is None or (value < self.best_value if self.mode == "min" else value > self.best_value):
+            self.best_epoch, self.best_value = epoch, value
+            self._weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._weights is None:
+            return
+        self.model.set_weights(self._weights)
+        staging = tempfile.mkdtemp(prefix="fittrack-best-")
+        try:
+            self.model.save(os.path.join(staging, BEST_CHECKPOINT))
+            with open(os.path.join(staging, BEST_INFO), "w") as f:
+                json.dump({"epoch": self.best_epoch, "monitor": self.monitor, "mode": self.mode,
+                           "value": self.best_value}, f)
+            self.client.log_artifacts(self.run_id, staging, CHECKPOINT_DIR)
+        except Exception as exc:  # raised by wait(), after the fit, so the trained model is kept
+            self.error = exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def wait(self, raise_errors: bool = True):
+        """Raise what publishing the checkpoint raised (the same call as BestCheckpointLogger's)."""
+        if self.error is not None and raise_errors:
+            raise self.error
