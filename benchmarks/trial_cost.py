@@ -5,12 +5,13 @@ plainly (clear_session, build, compile, fit with EarlyStopping only) and as one 
 real study through fittrack's tune objective (its MLflow run, params, every epoch's metrics,
 the training sample's inference-mode loss, the best checkpoint, the diagnosis), at 1 and at 5
 epochs. Medians over the rounds give the trial's fixed cost (what it adds whatever its length)
-and its cost per epoch beyond the plain fit's. Last line:
+and its cost per epoch beyond the plain fit's. A third fit, plain with the loss as its only
+compiled metric, shows what fittrack's per-epoch Keras metrics cost both of the others. Last line:
 `trial fixed cost: F s, per-epoch overhead: P s (plain epoch: Q s)`.
 
     python benchmarks/trial_cost.py [--rounds 5]
 
-About 4 minutes on 2 cores.
+About 6 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main():
     kind = objectives[EPOCHS[0]].kind
     task, n_classes = prepared.meta["task"], len(prepared.meta["classes"])
 
-    def plain(epochs):
+    def plain(epochs, metrics=True):
         config = training.TrainConfig(**{**base.params(), "epochs": epochs})
         config.resolved_model = training.resolve_model(config, kind)
         keras.backend.clear_session()
@@ -71,38 +72,48 @@ def main():
         model = build_model(config, prepared.features["train"].shape[1:], task, n_classes,
                             image_scale=prepared.image_scale)
         compile_model(model, config, task, n_classes)
+        if not metrics:
+            model.compile(optimizer=model.optimizer, loss=model.loss)
         model.fit(prepared.features["train"], prepared.targets["train"],
                   validation_data=(prepared.features["val"], prepared.targets["val"]), epochs=epochs,
                   batch_size=config.batch_size, verbose=0,
                   callbacks=[keras.callbacks.EarlyStopping(monitor=config.monitor, patience=100,
                                                            restore_best_weights=True)])
 
+    def loss_only(epochs):
+        plain(epochs, metrics=False)
+
     def trial(epochs):
         study = optuna.create_study(direction="minimize")
         study.optimize(objectives[epochs], n_trials=1)
         assert study.trials[0].state.name == "COMPLETE", study.trials[0]
 
-    seconds = {(kind_, e): [] for kind_ in ("plain", "trial") for e in EPOCHS}
-    for variant in (plain, trial):  # one untimed warm-up each: the first fit of a process imports more
+    variants = (plain, trial, loss_only)
+    seconds = {(v.__name__, e): [] for v in variants for e in EPOCHS}
+    for variant in variants:  # one untimed warm-up each: the first fit of a process imports more
         variant(1)
     for r in range(args.rounds):
         for e in EPOCHS:
-            order = (plain, trial) if r % 2 == 0 else (trial, plain)
+            order = variants if r % 2 == 0 else variants[::-1]
             for variant in order:
                 start = time.perf_counter()
                 variant(e)
                 seconds[(variant.__name__, e)].append(time.perf_counter() - start)
     median = {k: statistics.median(v) for k, v in seconds.items()}
-    print(f"builtin:digits, {base.resolved_model if hasattr(base, 'resolved_model') else 'default'} model, "
-          f"{args.rounds} rounds; median seconds:")
+    print(f"builtin:digits, the default {kind} model, {args.rounds} rounds; median seconds:")
     for e in EPOCHS:
         print(f"  {e} epoch(s): plain {median[('plain', e)]:.2f}, trial {median[('trial', e)]:.2f}, "
-              f"difference {median[('trial', e)] - median[('plain', e)]:+.2f}")
+              f"difference {median[('trial', e)] - median[('plain', e)]:+.2f}; plain with the loss only "
+              f"{median[('loss_only', e)]:.2f}")
     low, high = EPOCHS
     d_low, d_high = (median[("trial", e)] - median[("plain", e)] for e in EPOCHS)
     per_epoch = (d_high - d_low) / (high - low)
     fixed = d_low - low * per_epoch
     plain_epoch = (median[("plain", high)] - median[("plain", low)]) / (high - low)
+    bare_epoch = (median[("loss_only", high)] - median[("loss_only", low)]) / (high - low)
+    bare_fixed = median[("loss_only", low)] - low * bare_epoch
+    print(f"fittrack's compiled metrics: {median[('plain', low)] - low * plain_epoch - bare_fixed:+.2f} s a fit, "
+          f"{plain_epoch - bare_epoch:+.3f} s an epoch (loss only: epoch {bare_epoch:.3f} s)")
     print(f"trial fixed cost: {fixed:.2f} s, per-epoch overhead: {per_epoch:.3f} s (plain epoch: {plain_epoch:.3f} s)")
 
 
