@@ -24,6 +24,11 @@ class TrainEvaluation(keras.callbacks.Callback):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         self.x, self.y, self.batch_size, self.name = x, y, batch_size, name
+        # Batches of one size (the last padded with the first rows, its outputs dropped): the
+        # predict step is traced once per model, not again for a smaller last batch.
+        n = len(x)
+        self._size = -(-n // -(-n // batch_size))
+        self._padded = np.concatenate([x, x[:self._size * -(-n // self._size) - n]]) if n % self._size else x
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -32,12 +37,8 @@ class TrainEvaluation(keras.callbacks.Callback):
         # loss once (regularisation included, as in val_loss): what model.evaluate computes, without
         # the new data pipeline evaluate builds at every call nor eager forward passes, which cost
         # a small CNN a quarter of its epoch.
-        # Batches of one size (the last padded with the first rows, its outputs dropped): the
-        # predict step is traced once per model, not again for a smaller last batch.
-        n = len(self.x)
-        size = -(-n // -(-n // self.batch_size))
-        padded = np.concatenate([self.x, self.x[:size * -(-n // size) - n]]) if n % size else self.x
-        outputs = [self.model.predict_on_batch(padded[start:start + size]) for start in range(0, n, size)]
+        n, size = len(self.x), self._size
+        outputs = [self.model.predict_on_batch(self._padded[start:start + size]) for start in range(0, n, size)]
         predicted = (outputs[0] if len(outputs) == 1 else np.concatenate(outputs))[:n]
         loss = self.model.compute_loss(x=self.x, y=self.y, y_pred=predicted)
         logs[f"{self.name}_loss"] = float(keras.ops.convert_to_numpy(loss))
