@@ -80,12 +80,14 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     callbacks, checkpoint = fitting.keras_callbacks(config, workdir, loss_ceiling(dummy_loss),
                                                     checkpoint=checkpoint_each_best)
     if checkpoint_each_best:
+        # Right after the ModelCheckpoint it watches: it publishes the file that callback just saved.
         best_logger = BestCheckpointLogger(checkpoint, run_id, mode_of(config.monitor), client=client)
+        callbacks.insert(callbacks.index(checkpoint) + 1, best_logger)
     else:
         best_logger = BestWeightsLogger(run_id, config.monitor, mode_of(config.monitor), client=client)
-    callbacks.insert(1 if checkpoint_each_best else 0, best_logger)
+        callbacks.insert(0, best_logger)
     if transfer is not None:
-        callbacks.insert(2, _carry_best(best_logger))
+        callbacks.insert(callbacks.index(best_logger) + 1, _carry_best(best_logger))
     spool = None
     if resume_dir:
         os.makedirs(resume_dir, exist_ok=True)

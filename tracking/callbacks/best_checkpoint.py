@@ -19,6 +19,23 @@ BEST_CHECKPOINT = "best.keras"
 BEST_INFO = "best.json"
 
 
+def warn_monitor_missing(monitor: str, logs: dict) -> None:
+    warnings.warn(f"best checkpoint not logged: monitored metric '{monitor}' is not in the epoch's logs "
+                  f"(available: {', '.join(sorted(logs))})", stacklevel=3)
+
+
+def may_be_best(value, logs: dict) -> bool:
+    """A diverged model is never the best one, whatever the monitored metric says of it (an AUC of
+    NaN predictions can be finite)."""
+    return is_finite(value) and all(is_finite(v) for k, v in logs.items() if k.endswith("loss"))
+
+
+def write_best_info(folder: str, epoch: int, monitor: str, mode: str, value: float) -> None:
+    """`best.json` beside `best.keras`: which epoch it is and by what it was chosen."""
+    with open(os.path.join(folder, BEST_INFO), "w") as f:
+        json.dump({"epoch": epoch, "monitor": monitor, "mode": mode, "value": float(value)}, f)
+
+
 class BestCheckpointLogger(keras.callbacks.Callback):
     """Publishes `checkpoints/best.keras` and `best.json` each time Keras's ModelCheckpoint
     saves a better epoch, so a crashed run still holds the best epoch so far.
@@ -57,28 +74,24 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         self._warned = False
 
     def on_epoch_end(self, epoch, logs=None):
-        monitor = self.checkpoint.monitor
-        if monitor not in (logs or {}):
+        logs, monitor = logs or {}, self.checkpoint.monitor
+        if monitor not in logs:
             if not self._warned:
-                warnings.warn(f"best checkpoint not logged: monitored metric '{monitor}' is not in the "
-                              f"epoch's logs (available: {', '.join(sorted(logs or {}))})", stacklevel=2)
+                warn_monitor_missing(monitor, logs)
                 self._warned = True
             return
         best = self.checkpoint.best
         if best is None or best == self._last_seen or not os.path.exists(self.checkpoint.filepath):
             return
         self._last_seen = best
-        # A diverged model is never the best one, whatever the monitored metric says of it
-        # (an AUC of NaN predictions can be finite).
-        if not is_finite(best) or not all(is_finite(v) for k, v in logs.items() if k.endswith("loss")):
+        if not may_be_best(best, logs):
             return
         self.best_epoch, self.best_value = epoch, float(best)
         # Copy now, in this thread: ModelCheckpoint may overwrite the file next epoch.
         snapshot = os.path.join(self._staging, f"epoch-{epoch}")
         os.makedirs(snapshot)
         shutil.copyfile(self.checkpoint.filepath, os.path.join(snapshot, BEST_CHECKPOINT))
-        with open(os.path.join(snapshot, BEST_INFO), "w") as f:
-            json.dump({"epoch": epoch, "monitor": monitor, "mode": self.mode, "value": float(best)}, f)
+        write_best_info(snapshot, epoch, monitor, self.mode, best)
         if self._future is not None:
             self._future.cancel()  # not started yet: the newer checkpoint supersedes it
         self._future = self._executor.submit(self._upload, snapshot)

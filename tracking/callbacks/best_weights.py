@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-import warnings
 
 import keras
 from mlflow import MlflowClient
 
-from tracking.callbacks._numbers import is_finite
-from tracking.callbacks.best_checkpoint import BEST_CHECKPOINT, BEST_INFO, CHECKPOINT_DIR
+from tracking.callbacks.best_checkpoint import (BEST_CHECKPOINT, CHECKPOINT_DIR, may_be_best, warn_monitor_missing,
+                                                write_best_info)
 
 
 class BestWeightsLogger(keras.callbacks.Callback):
@@ -44,13 +42,11 @@ class BestWeightsLogger(keras.callbacks.Callback):
         logs = logs or {}
         if self.monitor not in logs:
             if not self._warned:
-                warnings.warn(f"best checkpoint not logged: monitored metric '{self.monitor}' is not in the "
-                              f"epoch's logs (available: {', '.join(sorted(logs))})", stacklevel=2)
+                warn_monitor_missing(self.monitor, logs)
                 self._warned = True
             return
         value = logs[self.monitor]
-        # A diverged model is never the best one, whatever the monitored metric says of it.
-        if not is_finite(value) or not all(is_finite(v) for k, v in logs.items() if k.endswith("loss")):
+        if not may_be_best(value, logs):
             return
         value = float(value)
         if self.best_value is None or (value < self.best_value if self.mode == "min" else value > self.best_value):
@@ -64,9 +60,7 @@ class BestWeightsLogger(keras.callbacks.Callback):
         staging = tempfile.mkdtemp(prefix="fittrack-best-")
         try:
             self.model.save(os.path.join(staging, BEST_CHECKPOINT))
-            with open(os.path.join(staging, BEST_INFO), "w") as f:
-                json.dump({"epoch": self.best_epoch, "monitor": self.monitor, "mode": self.mode,
-                           "value": self.best_value}, f)
+            write_best_info(staging, self.best_epoch, self.monitor, self.mode, self.best_value)
             self.client.log_artifacts(self.run_id, staging, CHECKPOINT_DIR)
         except Exception as exc:  # raised by wait(), after the fit, so the trained model is kept
             self.error = exc
