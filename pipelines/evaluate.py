@@ -11,18 +11,17 @@ if TYPE_CHECKING:
 
 
 def evaluate_test(model, prepared: Prepared) -> tuple[dict, np.ndarray]:
-    """The test split, touched once: `test_loss` from Keras (regularisation included, as in
-    val_loss), the other `test_` metrics from scikit-learn on the predictions (pipelines.metrics,
-    exact where the per-epoch AUC is approximate), and the predicted labels or values."""
-    from pipelines.metrics import classification_scores, regression_scores
-    from tracking.features import class_probabilities, decode_output
+    """The test split, touched once: `test_loss`, the model's compiled loss (regularisation
+    included, as in val_loss), the other `test_` metrics from scikit-learn on the same predictions
+    (pipelines.metrics, as every epoch's are), and the predicted labels or values."""
+    import keras
 
-    features, meta, y_true = prepared.features["test"], prepared.meta, prepared.labels["test"]
-    loss = model.evaluate(features, prepared.targets["test"], verbose=0, return_dict=True)["loss"]
+    from pipelines.metrics import output_scores
+    from tracking.features import decode_output
+
+    features, meta = prepared.features["test"], prepared.meta
     output = model.predict(features, verbose=0)
-    predicted = decode_output(output, meta)
-    if meta["task"] == "regression":
-        scores = regression_scores(y_true, predicted)
-    else:
-        scores = classification_scores(y_true, class_probabilities(output, meta), meta["classes"])
-    return {"test_loss": float(loss), **{f"test_{k}": v for k, v in scores.items()}}, predicted
+    loss = model.compute_loss(x=features, y=prepared.targets["test"], y_pred=output)
+    scores = output_scores(output, prepared.labels["test"], meta)
+    return ({"test_loss": float(keras.ops.convert_to_numpy(loss)), **{f"test_{k}": v for k, v in scores.items()}},
+            decode_output(output, meta))

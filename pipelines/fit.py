@@ -27,8 +27,33 @@ def class_weights(config: TrainConfig, prepared: Prepared):
     return {int(c): float(w) for c, w in zip(np.unique(codes), weights)}
 
 
+#: Rows of the training split scored in inference mode at each epoch's end (`train_eval_loss`, the
+#: training side of the diagnosis, and the training metrics): about a validation split's worth, a
+#: fraction of an epoch.
+TRAIN_EVAL_ROWS = 1000
+
+
+def epoch_evaluation(config: TrainConfig, prepared: Prepared):
+    """What scores every epoch: the validation split and a seeded sample of the training split, in
+    inference mode, with scikit-learn's metrics (`val_*`; `train_eval_loss` and the training
+    metrics beside Keras's own training `loss`)."""
+    from pipelines.metrics import output_scores
+    from tracking.callbacks import EpochEvaluation, EvaluatedPart, training_sample
+
+    sample = training_sample(len(prepared.labels["train"]), TRAIN_EVAL_ROWS, config.seed)
+    parts = [EvaluatedPart(prepared.features["val"], prepared.targets["val"], np.asarray(prepared.labels["val"]),
+                           "val_loss", "val_"),
+             EvaluatedPart(prepared.features["train"][sample], prepared.targets["train"][sample],
+                           np.asarray(prepared.labels["train"])[sample], "train_eval_loss")]
+    meta = prepared.meta
+    return EpochEvaluation(parts, lambda output, labels: output_scores(output, labels, meta))
+
+
 def fit(config: TrainConfig, prepared: Prepared, callbacks: list, verbose: int = 1, transfer=None):
     """Build, compile and fit; return (model, history dict). Best weights are restored.
+
+    Keras runs no validation of its own: the epoch's scores are added to its logs by the first
+    callback (`epoch_evaluation`), before any other reads them.
 
     With `transfer` (a resolved and loaded pipelines.transfer.Transfer) the network is its init
     model's body under a new head, fitted in phases: each phase is a Keras fit that goes on from
@@ -52,13 +77,13 @@ def fit(config: TrainConfig, prepared: Prepared, callbacks: list, verbose: int =
                       class_weight=config.class_weight, seed=config.seed)
         phases = transfer.phases(config.epochs, config.learning_rate)
     history, best = {}, None
+    callbacks = [epoch_evaluation(config, prepared), *callbacks]
     for phase in phases:
         set_body_trainable(body, phase.train_body)
         # A change of `trainable` takes effect at compile; the phase's optimizer starts afresh too.
         compile_model(model, replace(config, learning_rate=phase.learning_rate), task, n_classes)
         fitted = model.fit(
             prepared.features["train"], y_train,
-            validation_data=(prepared.features["val"], prepared.targets["val"]),
             initial_epoch=len(history.get("loss", ())), epochs=phase.epochs, batch_size=config.batch_size,
             shuffle=True, class_weight=class_weights(config, prepared), callbacks=callbacks, verbose=verbose,
         ).history

@@ -136,13 +136,11 @@ def output_activation(keras, x, task, n_classes, target_mean=0.0, target_std=1.0
 
 
 def compile_model(model, config, task: str, n_classes: int):
-    """Compile with the per-epoch metrics as scikit-learn defines them (pipelines.metrics)."""
-    from pipelines.metrics import keras_metrics
-
+    """Compile with the loss only: every epoch's metrics are scikit-learn's on the epoch's outputs
+    (tracking.callbacks.EpochEvaluation, which pipelines.fit places), not Keras's streaming ones."""
     model.compile(
         optimizer=make_optimizer(config),
         loss=make_loss(task, n_classes, config.label_smoothing),
-        metrics=keras_metrics(task, n_classes),
         jit_compile=bool(config.xla),
     )
 

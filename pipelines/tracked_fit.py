@@ -26,11 +26,6 @@ from tracking.diagnosis import diagnose, loss_ceiling
 from tracking.features import Prepared
 from tracking.metric_names import mode_of
 
-#: Rows of the training split evaluated in inference mode at each epoch's end (`train_eval_loss`),
-#: the training side of the diagnosis: about a validation split's worth, a fraction of an epoch.
-TRAIN_EVAL_ROWS = 1000
-
-
 class LoggingFailed(Exception):
     """The fit ended but its epochs or best checkpoint did not reach the tracking store; the
     trained `model` is kept for whoever can save it elsewhere."""
@@ -65,8 +60,7 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     Without `checkpoint_each_best` (Optuna trials) the best epoch's weights are kept in memory and
     its checkpoint logged once at the end, so a fit that raises or is pruned logs none.
     """
-    from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, BestWeightsLogger, MlflowMetricsLogger,
-                                    TrainEvaluation, training_sample)
+    from tracking.callbacks import BackupAndRestore, BestCheckpointLogger, BestWeightsLogger, MlflowMetricsLogger
 
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
@@ -94,9 +88,6 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
         spool = os.path.join(resume_dir, "metrics.jsonl")
     metrics_logger = MlflowMetricsLogger(run_id, len(prepared.labels["train"]), client=client, spool=spool)
     callbacks.append(metrics_logger)
-    sample = training_sample(len(prepared.labels["train"]), TRAIN_EVAL_ROWS, config.seed)
-    # First, so that every other callback (the metrics logger, the History) sees its value.
-    callbacks.insert(0, TrainEvaluation(prepared.features["train"][sample], prepared.targets["train"][sample]))
     if resume_dir:
         # After the metrics logger: an epoch is journaled before it is backed up, so a restored
         # run never lacks an epoch it skips. Two backups: a kill during a save leaves a broken

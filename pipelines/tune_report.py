@@ -38,12 +38,15 @@ def _evaluate_best(best_run_id: str, prepared) -> dict:
     """The best trial's best epoch, evaluated once on the test split, logged here as the model."""
     import keras
 
-    from pipelines.metrics import register_keras_metrics
+    from pipelines.models import make_loss
     from pipelines.steps.train import log_trained_model
 
-    register_keras_metrics()  # the checkpoint is compiled with them; evaluate_test needs its loss
     local = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras")
-    model = keras.models.load_model(local)
+    # Uncompiled, then given the trial's own loss (evaluate_test's test_loss): a checkpoint from an
+    # earlier fittrack, compiled with Keras metrics of its own, loads as well as a new one.
+    model = keras.models.load_model(local, compile=False)
+    smoothing = float(mlflow.get_run(best_run_id).data.params.get("label_smoothing", 0.0))
+    model.compile(loss=make_loss(prepared.meta["task"], len(prepared.meta["classes"]), smoothing))
     test_metrics, _ = evaluate_test(model, prepared)
     mlflow.log_metrics(test_metrics)
     log_trained_model(model, prepared)

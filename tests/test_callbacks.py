@@ -109,9 +109,11 @@ def test_a_crashed_fit_still_holds_its_best_checkpoint(tracking, tmp_path):
     assert os.path.getsize(os.path.join(local, "best.keras")) > 0
 
 
-@pytest.mark.parametrize("rows", [100, 101])  # 101: the last of two equal batches is padded
-def test_train_evaluation_is_the_training_sample_in_inference_mode(tracking, rows):
-    from tracking.callbacks import TrainEvaluation
+@pytest.mark.parametrize("rows", [100, 101])  # 101: the last batch is padded
+def test_epoch_evaluation_scores_validation_and_a_training_sample_in_inference_mode(tracking, rows):
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from tracking.callbacks import EpochEvaluation, EvaluatedPart
 
     x, y, xv, yv = _data()
     keras.utils.set_random_seed(1)
@@ -119,13 +121,30 @@ def test_train_evaluation_is_the_training_sample_in_inference_mode(tracking, row
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
                               keras.layers.Dropout(0.5), keras.layers.Dense(1, activation="sigmoid")])
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+
+    def score(output, labels):
+        return {"accuracy": accuracy_score(labels, output.reshape(-1) >= 0.5),
+                "auc": roc_auc_score(labels, output.reshape(-1))}
+
+    parts = [EvaluatedPart(xv, yv, yv.reshape(-1), "val_loss", "val_"),
+             EvaluatedPart(x[:rows], y[:rows], y[:rows].reshape(-1), "train_eval_loss")]
+
+    class Last(keras.callbacks.Callback):  # what the epoch's model predicts, after the evaluation
+        def on_epoch_end(self, epoch, logs=None):
+            self.val, self.train = model.predict(xv, verbose=0), model.predict(x[:rows], verbose=0)
+
+    last = Last()
     with mlflow.start_run() as run:
-        history = model.fit(x, y, validation_data=(xv, yv), epochs=3, batch_size=32, verbose=0,
-                            callbacks=[TrainEvaluation(x[:rows], y[:rows], batch_size=64),
-                                       MlflowMetricsLogger(run.info.run_id, train_size=len(x))]).history
-    logged = sorted(tracking.client.get_metric_history(run.info.run_id, "train_eval_loss"), key=lambda m: m.step)
-    assert [m.step for m in logged] == [0, 1, 2]
-    assert np.allclose([m.value for m in logged], history["train_eval_loss"])
+        history = model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[
+            EpochEvaluation(parts, score, batch_size=64), last,
+            MlflowMetricsLogger(run.info.run_id, train_size=len(x))]).history
+    for name in ("val_loss", "val_accuracy", "val_auc", "train_eval_loss", "accuracy", "auc"):
+        logged = sorted(tracking.client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+        assert [m.step for m in logged] == [0, 1, 2], name
+        assert np.allclose([m.value for m in logged], history[name]), name
+    assert history["val_auc"][-1] == pytest.approx(roc_auc_score(yv.reshape(-1), last.val.reshape(-1)))
+    assert history["accuracy"][-1] == pytest.approx(accuracy_score(y[:rows].reshape(-1), last.train.reshape(-1) >= 0.5))
+    assert history["val_loss"][-1] == pytest.approx(model.evaluate(xv, yv, verbose=0), rel=1e-5)
     assert history["train_eval_loss"][-1] == pytest.approx(model.evaluate(x[:rows], y[:rows], verbose=0), rel=1e-5)
     assert history["train_eval_loss"][-1] != pytest.approx(history["loss"][-1], rel=1e-3)
 

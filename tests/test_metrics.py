@@ -1,5 +1,5 @@
-"""Metrics as scikit-learn defines them: the streaming Keras metrics against scikit-learn, and a
-run's logged metrics recomputed with scikit-learn from its logged model on its logged split."""
+"""Metrics as scikit-learn defines them: every epoch's scores, and a run's logged metrics recomputed
+with scikit-learn from its logged model on its logged split."""
 
 import mlflow
 import numpy as np
@@ -9,7 +9,6 @@ from sklearn import metrics as sk
 
 from pipelines.cli import cli
 from pipelines.metrics import METRIC_AVERAGING_TAG
-from pipelines.metrics import keras_metrics
 from tracking.datasets import load_split
 from tracking.features import prepare_features
 
@@ -35,80 +34,34 @@ def _at_best_epoch(tracking, run, name):
     return next(m.value for m in tracking.client.get_metric_history(run.info.run_id, name) if m.step == best)
 
 
-def _feed(metric, y_true, y_pred, sample_weight=None, sizes=(7, 64, 1, 50)):
-    """Feed the rows in batches of uneven sizes, as Keras does with a last short batch."""
-    start = 0
-    for size in (*sizes, len(y_true)):
-        end = min(start + size, len(y_true))
-        if end > start:
-            metric.update_state(y_true[start:end], y_pred[start:end],
-                                None if sample_weight is None else sample_weight[start:end])
-        start = end
-    return float(metric.result())
+def test_epoch_scores_are_scikit_learn_on_the_network_outputs():
+    from pipelines.metrics import output_scores
 
-
-def _binary_expected(y, p):
-    predicted = (p >= 0.5).astype(int)
-    return {name: _sklearn(name, y, predicted, "binary") for name in ("accuracy", "precision", "recall", "f1_score")
-            } | {"auc": sk.roc_auc_score(y, p), "cross_entropy": sk.log_loss(y, p)}
-
-
-def test_streaming_metrics_equal_scikit_learn_binary():
     rng = np.random.default_rng(3)
-    y = (rng.random(300) < 0.35).astype(int)
-    p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1).astype("float32")
+    labels = np.where(rng.random(300) < 0.35, "yes", "no")
+    p = np.clip(rng.normal(0.3 + 0.4 * (labels == "yes"), 0.2), 0, 1).astype("float32")
     p[:5] = 0.5  # a tie goes to the positive class, as the model's predicted label does
-    expected, first_rows = _binary_expected(y, p), _binary_expected(y[:60], p[:60])
-    for metric in keras_metrics("classification", 2):
-        # Keras clips probabilities at 1e-7 where scikit-learn clips at float64's epsilon.
-        tolerance = {"auc": 1e-3, "cross_entropy": 1e-5}.get(metric.name, 1e-6)
-        got = _feed(metric, y.reshape(-1, 1).astype("float32"), p.reshape(-1, 1))
-        assert got == pytest.approx(expected[metric.name], abs=tolerance), metric.name
-        metric.reset_state()  # as Keras does between epochs
-        got = _feed(metric, y[:60].reshape(-1, 1).astype("float32"), p[:60].reshape(-1, 1))
-        assert got == pytest.approx(first_rows[metric.name], abs=tolerance), metric.name
-
-
-def _sklearn(name, y, predicted, average, sample_weight=None):
-    if name == "accuracy":
-        return sk.accuracy_score(y, predicted, sample_weight=sample_weight)
-    score = {"precision": sk.precision_score, "recall": sk.recall_score, "f1_score": sk.f1_score}[name]
-    return score(y, predicted, average=average, zero_division=0, sample_weight=sample_weight)
-
-
-def test_streaming_metrics_equal_scikit_learn_macro_over_five_classes():
-    rng = np.random.default_rng(4)
+    scores = output_scores(p.reshape(-1, 1), labels, {"task": "classification", "classes": ["no", "yes"]})
+    predicted = np.where(p >= 0.5, "yes", "no")
+    assert scores["precision"] == pytest.approx(sk.precision_score(labels, predicted, pos_label="yes"))
+    assert scores["auc"] == pytest.approx(sk.roc_auc_score(labels == "yes", p))
+    assert scores["cross_entropy"] == pytest.approx(sk.log_loss(labels == "yes", p))
+    # Five classes of which the labels hold four, and neither class 3 nor 4 is ever predicted:
+    # macro over the classes among true or predicted labels (3 counts, 4 does not); no AUC, as
+    # scikit-learn defines none for a class that never occurs.
     n = 400
-    y = rng.integers(0, 4, n)  # class 4 never occurs
+    y = rng.integers(0, 4, n)
     logits = rng.normal(size=(n, 5))
     logits[np.arange(n), y] += 1.5
-    # Neither class 3 nor class 4 is ever predicted: 3 still counts (it is a true label), 4 does not.
     logits[:, 3] = logits.min(axis=1) - 0.5
     logits[:, 4] -= 20
-    p = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
-    predicted = p.argmax(axis=1)
-    assert 3 not in predicted and 3 in y
-    one_hot = np.eye(5, dtype="float32")[y]
-    weights = rng.uniform(0.5, 2.0, n).astype("float32")
-    for metric in keras_metrics("classification", 5):
-        if metric.name == "auc":
-            # Keras's per-label AUC of a label that never occurs is 0 where scikit-learn has none: use four.
-            auc = next(m for m in keras_metrics("classification", 4) if m.name == "auc")
-            got = _feed(auc, one_hot[:, :4], p[:, :4])
-            assert got == pytest.approx(sk.roc_auc_score(y, p[:, :4], multi_class="ovr"), abs=1e-3)
-            continue
-        if metric.name == "cross_entropy":
-            assert _feed(metric, one_hot, p) == pytest.approx(sk.log_loss(y, p, labels=range(5)), abs=1e-5)
-            metric.reset_state()
-            assert _feed(metric, one_hot, p, weights) == pytest.approx(
-                sk.log_loss(y, p, labels=range(5), sample_weight=weights), abs=1e-5)
-            continue
-        assert _feed(metric, one_hot, p) == pytest.approx(_sklearn(metric.name, y, predicted, "macro"),
-                                                          abs=1e-6), metric.name
-        metric.reset_state()
-        # Class weights reach Keras's metrics as sample weights.
-        assert _feed(metric, one_hot, p, weights) == pytest.approx(
-            _sklearn(metric.name, y, predicted, "macro", sample_weight=weights), abs=1e-5), metric.name
+    proba = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
+    scores = output_scores(proba, y, {"task": "classification", "classes": [0, 1, 2, 3, 4]})
+    assert scores["recall"] == pytest.approx(sk.recall_score(y, proba.argmax(axis=1), average="macro",
+                                                             zero_division=0))
+    assert "auc" not in scores
+    regression = output_scores(np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 3.0, 3.0]), {"task": "regression"})
+    assert regression == pytest.approx({"mse": 2 / 3, "mae": 2 / 3, "r2_score": sk.r2_score([1, 3, 3], [1, 2, 4])})
 
 
 def test_binary_run_logs_what_scikit_learn_computes(tracking):

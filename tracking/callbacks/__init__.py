@@ -1,13 +1,14 @@
 """Keras callbacks that log to MLflow, one a module as Keras keeps them: every epoch's metrics,
-the best checkpoint as it improves (or once, from memory, at the end), the training rows in
-inference mode, the NaN guard, and Keras's BackupAndRestore made safe against a kill mid-save."""
+the best checkpoint as it improves (or once, from memory, at the end), the validation and training rows
+scored in inference mode, the NaN guard, and Keras's BackupAndRestore made safe against a kill mid-save."""
 
 from tracking.callbacks.backup_and_restore import BackupAndRestore
 from tracking.callbacks.best_checkpoint import BEST_CHECKPOINT, BEST_INFO, CHECKPOINT_DIR, BestCheckpointLogger
 from tracking.callbacks.best_weights import BestWeightsLogger
 from tracking.callbacks.metrics_logger import MlflowMetricsLogger
 from tracking.callbacks.terminate_on_nan import TerminateOnNaN
-from tracking.callbacks.train_evaluation import TrainEvaluation, training_sample
+from tracking.callbacks.epoch_evaluation import EpochEvaluation, EvaluatedPart, training_sample
 
 __all__ = ["BEST_CHECKPOINT", "BackupAndRestore", "BEST_INFO", "CHECKPOINT_DIR", "BestCheckpointLogger",
-           "BestWeightsLogger", "MlflowMetricsLogger", "TerminateOnNaN", "TrainEvaluation", "training_sample"]
+           "BestWeightsLogger", "MlflowMetricsLogger", "TerminateOnNaN", "EpochEvaluation",
+           "EvaluatedPart", "training_sample"]
