@@ -31,18 +31,15 @@ def main():
     args = parser.parse_args()
 
     import keras
-    import numpy as np
     import mlflow
 
     from pipelines import data as data_sources
     from pipelines.models import build_model, compile_model
     from pipelines.split import SplitConfig, split
     from pipelines.train import TrainConfig
-    from pipelines.fit import TRAIN_EVAL_ROWS
-    from pipelines.metrics import output_scores
-    from tracking.callbacks import (BestCheckpointLogger, EpochEvaluation, EvaluatedPart, MlflowMetricsLogger,
-                                    TerminateOnNaN, training_sample)
-    from tracking.features import encode_target
+    from pipelines.fit import epoch_evaluation
+    from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger, TerminateOnNaN
+    from tracking.features import Prepared, encode_target
 
     workdir = tempfile.mkdtemp(prefix="fittrack-bench-")
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
@@ -53,6 +50,10 @@ def main():
     x, y = parts["train"].x, encode_target(parts["train"].y, meta)
     xv, yv = parts["val"].x, encode_target(parts["val"].y, meta)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size)
+    # The parts as pipelines.fit scores them (the images need no preprocessing).
+    prepared = Prepared(features={"train": x, "val": xv}, targets={"train": y, "val": yv},
+                        labels={name: parts[name].y for name in ("train", "val")}, meta=meta, preprocessor=None,
+                        image_scale=16.0)
     config.resolved_model = "cnn"
 
     def fresh_model(plain=True):
@@ -77,14 +78,8 @@ def main():
         with mlflow.start_run() as run:
             checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(workdir, "best.keras"), monitor="val_loss",
                                                          mode="min", save_best_only=True)
-            sample = training_sample(len(x), TRAIN_EVAL_ROWS, 0)
-            labels = {"train": np.asarray(parts["train"].y)[sample], "val": np.asarray(parts["val"].y)}
-            evaluation = EpochEvaluation(
-                [EvaluatedPart(xv, yv, labels["val"], "val_loss", "val_"),
-                 EvaluatedPart(x[sample], y[sample], labels["train"], "train_eval_loss")],
-                lambda output, truth: output_scores(output, truth, meta))
             # As pipelines.fit and fit_tracked arrange them: the epoch's scores first, NaN guard, loggers.
-            callbacks = [evaluation, checkpoint, BestCheckpointLogger(checkpoint, run.info.run_id, "min"),
+            callbacks = [epoch_evaluation(config, prepared), checkpoint, BestCheckpointLogger(checkpoint, run.info.run_id, "min"),
                          TerminateOnNaN(), MlflowMetricsLogger(run.info.run_id, len(x))]
             return fit(model, callbacks, validation=False)
 

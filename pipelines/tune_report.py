@@ -38,15 +38,17 @@ def _evaluate_best(best_run_id: str, prepared) -> dict:
     """The best trial's best epoch, evaluated once on the test split, logged here as the model."""
     import keras
 
-    from pipelines.models import make_loss
+    from pipelines import train as training
+    from pipelines.models import compile_model
+    from pipelines.steps.reproduce import parse_config
     from pipelines.steps.train import log_trained_model
 
     local = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras")
-    # Uncompiled, then given the trial's own loss (evaluate_test's test_loss): a checkpoint from an
-    # earlier fittrack, compiled with Keras metrics of its own, loads as well as a new one.
+    # Uncompiled, then compiled as the trial was (its loss is evaluate_test's test_loss): a checkpoint
+    # from an earlier fittrack, compiled with Keras metrics of its own, loads as well as a new one.
     model = keras.models.load_model(local, compile=False)
-    smoothing = float(mlflow.get_run(best_run_id).data.params.get("label_smoothing", 0.0))
-    model.compile(loss=make_loss(prepared.meta["task"], len(prepared.meta["classes"]), smoothing))
+    config = parse_config(training.TrainConfig, mlflow.get_run(best_run_id).data.params, best_run_id, [])
+    compile_model(model, config, prepared.meta["task"], len(prepared.meta["classes"]))
     test_metrics, _ = evaluate_test(model, prepared)
     mlflow.log_metrics(test_metrics)
     log_trained_model(model, prepared)
