@@ -3,11 +3,13 @@
 The same CNN on builtin:digits is fitted plainly (compiled with its loss and accuracy, Keras's own
 validation: what a Keras user writes), with fittrack's tracking (compiled with its loss only; the
 validation split and a training sample scored at each epoch's end with every metric, logged
-asynchronously, the best checkpoint as it improves, the NaN guard) and with MLflow's
-autologging of the plain fit, in turn, several rounds, into a throwaway SQLite store. Prints each variant's
-median fit seconds and the ratios; the last line is `fittrack/plain median ratio: R`.
+asynchronously, the best checkpoint as it improves, the NaN guard, and MLflow's system metrics
+sampled in their own thread at TrainConfig's default interval, as every train and trial run has them),
+the same without system metrics (`fittrack_nosys`), and with MLflow's autologging of the plain fit, in
+turn, several rounds, into a throwaway SQLite store. Prints each variant's median fit seconds and the
+ratios; the last line is `fittrack/plain median ratio: R`.
 
-    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 12]
+    python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 12] [--variants plain,fittrack,...]
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--variants", default="plain,fittrack,fittrack_nosys,autolog",
+                        help="Comma-separated, from plain, fittrack, fittrack_nosys, autolog (plain and fittrack "
+                             "always run).")
     args = parser.parse_args()
 
     import keras
@@ -38,6 +43,7 @@ def main():
     from pipelines.split import SplitConfig, split
     from pipelines.train import TrainConfig
     from pipelines.fit import epoch_evaluation
+    from tracking import system_metrics
     from tracking.callbacks import BestCheckpointLogger, MlflowMetricsLogger, TerminateOnNaN
     from tracking.features import Prepared, encode_target
 
@@ -73,7 +79,7 @@ def main():
     def plain():
         return fit(fresh_model(), [])
 
-    def fittrack():
+    def fittrack(system=config.system_metrics):
         model = fresh_model(plain=False)
         with mlflow.start_run() as run:
             checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(workdir, "best.keras"), monitor="val_loss",
@@ -81,7 +87,15 @@ def main():
             # As pipelines.fit and fit_tracked arrange them: the epoch's scores first, NaN guard, loggers.
             callbacks = [epoch_evaluation(config, prepared), checkpoint, BestCheckpointLogger(checkpoint, run.info.run_id, "min"),
                          TerminateOnNaN(), MlflowMetricsLogger(run.info.run_id, len(x))]
-            return fit(model, callbacks, validation=False)
+            # Timed with the sampling thread's start and its stop (the last sample, the flush), as the
+            # train step and each trial run it around their fit.
+            start = time.perf_counter()
+            with system_metrics.monitor(run.info.run_id, system, config.system_metrics_interval):
+                fit(model, callbacks, validation=False)
+            return time.perf_counter() - start
+
+    def fittrack_nosys():
+        return fittrack(system=False)
 
     def autolog():
         model = fresh_model()
@@ -92,7 +106,9 @@ def main():
         finally:
             mlflow.keras.autolog(disable=True)
 
-    variants = {"plain": plain, "fittrack": fittrack, "autolog": autolog}
+    variants = {"plain": plain, "fittrack": fittrack, "fittrack_nosys": fittrack_nosys, "autolog": autolog}
+    chosen = {"plain", "fittrack", *args.variants.split(",")}
+    variants = {name: run for name, run in variants.items() if name in chosen}
     for run in variants.values():  # warm-up: graph tracing and first-use costs, not timed
         run()
     times = {name: [] for name in variants}
@@ -103,10 +119,18 @@ def main():
         print(f"round {round_ + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in variants), flush=True)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"\n{args.repeats} rounds of {args.epochs} epochs, builtin:digits CNN, batch {args.batch_size}")
+    print(f"\n{args.repeats} rounds of {args.epochs} epochs, builtin:digits CNN, batch {args.batch_size}; "
+          f"system metrics every {config.system_metrics_interval:g} s")
     for name, value in medians.items():
-        print(f"{name:<9} median {value:.3f}s  (min {min(times[name]):.3f}s, max {max(times[name]):.3f}s)")
-    print(f"autolog/plain median ratio: {medians['autolog'] / medians['plain']:.3f}")
+        print(f"{name:<14} median {value:.3f}s  (min {min(times[name]):.3f}s, max {max(times[name]):.3f}s)")
+    for name in ("autolog", "fittrack_nosys"):
+        if name in medians:
+            print(f"{name}/plain median ratio: {medians[name] / medians['plain']:.3f}")
+    if "fittrack_nosys" in medians:
+        # Per round: the two fittrack fits of one round ran back to back, on the machine's same load.
+        paired = [on / off for on, off in zip(times["fittrack"], times["fittrack_nosys"])]
+        print(f"fittrack/fittrack_nosys median ratio: {medians['fittrack'] / medians['fittrack_nosys']:.3f} "
+              f"(per round: {', '.join(f'{r:.3f}' for r in paired)})")
     print(f"fittrack/plain median ratio: {medians['fittrack'] / medians['plain']:.3f}")
 
 

@@ -11,12 +11,11 @@ import warnings
 
 import click
 
-# Quieter logs without hiding anything a user needs: TensorFlow's C++ info lines and
-# per-file artifact download bars say nothing about the run.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quieter logs without hiding anything a user needs: per-file artifact download bars say nothing
+# about the run. TensorFlow's and MLflow's start-up lines: tracking.terminal, per command (--verbose).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # Library notices that repeat on every run and ask nothing of the user.
-for _message in (".*Integer columns in Python cannot represent missing values.*", ".*type hints.*",
+for _message in (".*Integer columns in Python cannot represent missing values.*",
                  ".*is experimental.*", ".*experimental feature.*"):
     warnings.filterwarnings("ignore", message=_message)
 
@@ -50,6 +49,22 @@ class _Group(click.Group):
         except FittrackError as exc:
             # One clear line and a non-zero exit; the run was already marked FAILED.
             raise click.ClickException(str(exc)) from None
+
+
+def verbose_option(f):
+    """--verbose (pipelines.params.StepParams.verbose): set how much reaches the terminal before the
+    command's body runs, and so before it imports TensorFlow (tracking.terminal)."""
+    import functools
+
+    @click_options(StepParams, only=("verbose",))
+    @functools.wraps(f)
+    def command(*args, verbose, **kwargs):
+        from tracking import terminal
+
+        terminal.configure(verbose)
+        return f(*args, **kwargs)
+
+    return command
 
 
 def data_options(f):
@@ -87,6 +102,7 @@ def cli():
 
 @cli.command()
 @data_options
+@verbose_option
 def split(**kwargs):
     """Split data into train, validation and test parts, logged as artifacts and dataset inputs."""
     from pipelines.steps.split import run_split
@@ -98,6 +114,7 @@ def split(**kwargs):
 @cli.command()
 @click_options(StepParams, only=("split_run_id",), required=("split_run_id",))
 @click_options(DataParams, only=("seed",))
+@verbose_option
 def baselines(split_run_id, seed):
     """Fit scikit-learn baselines (dummy, linear, kernel SVM, gradient boosting) on a split, each logged as a model."""
     from pipelines.steps.baselines import run_baselines
@@ -111,6 +128,7 @@ def baselines(split_run_id, seed):
 @train_options
 @click_options(TransferConfig)
 @click_options(StepParams, only=("outage_timeout", "run_id"))
+@verbose_option
 def train(**kwargs):
     """Train a Keras model, logging every epoch, the best checkpoint, test metrics and the model."""
     from pipelines.steps.train import run_train
@@ -126,6 +144,7 @@ def train(**kwargs):
 @cli.command()
 @click.argument("run_id")
 @click_options(StepParams, only=("quiet",))
+@verbose_option
 def reproduce(run_id, quiet):
     """Train a finished train run again from its record and compare every final metric.
 
@@ -143,6 +162,7 @@ def reproduce(run_id, quiet):
 @click_options(StepParams, only=("split_run_id",))
 @click_options(TuneParams)
 @train_options(exclude=("epochs", "monitor", "patience"))
+@verbose_option
 def tune(**kwargs):
     """Search hyperparameters with Optuna; every trial is a nested, fully tracked training run."""
     from pipelines.steps.tune import run_tune
@@ -156,6 +176,7 @@ def tune(**kwargs):
 
 @cli.command()
 @click_options(RegisterParams)
+@verbose_option
 def register(**kwargs):
     """Register the best model; move the champion alias only if it wins on test rows neither model saw."""
     from pipelines.steps.register import run_register
@@ -169,16 +190,20 @@ def register(**kwargs):
 @data_options
 @train_options
 @click_options(PipelineParams)
+@click_options(StepParams, only=("verbose",))
 def main_command(**kwargs):
     """The whole pipeline: split and baselines (reused when they match), train, tune, register."""
+    from tracking import terminal
+
+    verbose = kwargs.pop("verbose")
+    terminal.configure(verbose)
     from pipelines.steps.main import run_main
 
     data_params = take(DataParams, kwargs)
     kwargs.pop("quiet")
     pipeline = take(PipelineParams, kwargs)
-    done = run_main(data_params, _train_config(kwargs, data_params.seed), pipeline)
-    click.echo(f"fittrack: models:/{done['model_name']}@champion is version {done['champion_version']} "
-               f"(this run registered version {done['version']})")
+    # It ends with its summary: each step's run, the champion against the best baseline, where to look.
+    run_main(data_params, _train_config(kwargs, data_params.seed), pipeline, verbose=verbose)
 
 
 cli.add_command(compare)

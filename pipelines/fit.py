@@ -112,7 +112,7 @@ def keras_callbacks(config: TrainConfig, workdir: str, loss_ceiling: float | Non
     `checkpoint`). A training loss above `loss_ceiling` ends the fit as a NaN one does."""
     import keras
 
-    from tracking.callbacks import TerminateOnNaN
+    from tracking.callbacks import TensorBoard, TerminateOnNaN
 
     mode = mode_of(config.monitor)
     # Starting from the worst value rather than from none: otherwise the first epoch is saved as
@@ -134,8 +134,7 @@ def keras_callbacks(config: TrainConfig, workdir: str, loss_ceiling: float | Non
             monitor=config.monitor, mode=mode, patience=config.reduce_lr_patience, factor=0.5, min_lr=1e-6,
         ))
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
-                                                     histogram_freq=0, write_graph=False))
+        callbacks.append(TensorBoard(os.path.join(workdir, "tensorboard"), histogram_freq=0, write_graph=False))
     return callbacks, checkpoint
 
 

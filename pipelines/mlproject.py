@@ -17,6 +17,8 @@ ENTRY_POINTS = ("main", "split", "baselines", "train", "tune", "register", "repr
 # Options of the shell, not of a run's record: progress output, and --run-id, which `mlflow run`
 # has its own of (it resumes the run, as `fittrack train --run-id` does).
 NOT_PARAMETERS = {"train": {"run_id"}}
+#: Parameters of every entry point, listed once in the README.
+EVERY_ENTRY_POINT = ("verbose",)
 HEADER = """\
 # Written by `python -m pipelines.mlproject` from the commands in pipelines/cli.py: edit those, not this.
 name: fittrack
@@ -123,9 +125,12 @@ def readme_parameters() -> str:
         command = cli.commands[name]
         shared = set().union(*(groups[g] for g in groups if name in users[g]))
         own = [p for p in command.params if p.name not in shared and not getattr(p, "hidden", False)
-               and not _skipped(name, p.name)]
+               and not _skipped(name, p.name) and p.name not in EVERY_ENTRY_POINT]
         if own:
             lines += _wrapped(f"`{name}`{' also' if shared else ''}: " + "; ".join(map(_describe, own)) + ".")
+    for option in EVERY_ENTRY_POINT:
+        param = next(p for p in cli.commands["train"].params if p.name == option)
+        lines += _wrapped(f"Every entry point also takes {_describe(param)}.")
     lines += _wrapped("`tune` takes the training parameters but `epochs`, `patience` and `monitor`: its trials use "
                       "`trial_epochs`, `trial_patience` and `metric`.")
     lines.append(README_END)

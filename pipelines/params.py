@@ -84,6 +84,8 @@ class StepParams:
                                   "on) before the run stops with its model and checkpoints kept in "
                                   "./fittrack-unsent.", low=0, high=MAX_OUTAGE_SECONDS)
     quiet: bool = param(False, "No progress output from Keras.", flag=True)
+    verbose: bool = param(False, "Let TensorFlow's start-up and C++ log lines and MLflow's INFO lines through (they "
+                          "are held back by default); main passes it to its steps.", switch=True)
 
     def __post_init__(self):
         check_fields(self)

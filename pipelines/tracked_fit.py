@@ -23,6 +23,7 @@ from pipelines import metrics as fit_metrics
 from pipelines import train as training
 from pipelines.errors import FittrackError
 from tracking.diagnosis import diagnose, loss_ceiling
+from tracking.epochs import FIRST_EPOCH, epoch_index
 from tracking.features import Prepared
 from tracking.metric_names import mode_of
 
@@ -60,7 +61,8 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     Without `checkpoint_each_best` (Optuna trials) the best epoch's weights are kept in memory and
     its checkpoint logged once at the end, so a fit that raises or is pruned logs none.
     """
-    from tracking.callbacks import BackupAndRestore, BestCheckpointLogger, BestWeightsLogger, MlflowMetricsLogger
+    from tracking.callbacks import (BackupAndRestore, BestCheckpointLogger, BestWeightsLogger, LastCheckpoints,
+                                    MlflowMetricsLogger)
 
     client = MlflowClient()
     client.set_tag(run_id, fit_metrics.METRIC_AVERAGING_TAG,
@@ -93,6 +95,9 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
         # run never lacks an epoch it skips. Two backups: a kill during a save leaves a broken
         # file, and the one before is restored.
         callbacks.append(BackupAndRestore(os.path.join(resume_dir, "keras")))
+    # The last epochs' checkpoints, logged once the fit is over (none when it raises: a pruned trial).
+    last_kept = LastCheckpoints(run_id, config.keep_checkpoints, client, workdir) if config.keep_checkpoints else None
+    callbacks.extend([last_kept] if last_kept else [])
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:
@@ -113,9 +118,11 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
     try:
         best_logger.wait()
         metrics_logger.raise_error()
+        if last_kept:
+            last_kept.publish()
     except Exception as exc:
         raise LoggingFailed(model) from exc
-    if resume_dir and metrics_logger.first_epoch:
+    if resume_dir and metrics_logger.first_epoch and metrics_logger.first_epoch > FIRST_EPOCH:
         client.set_tag(run_id, "fittrack.resumed_at_epoch", str(metrics_logger.first_epoch))
     # The metrics logger's record, not Keras's History: after a resume it holds the epochs the
     # killed process journaled too, where History has only this process's.
@@ -140,7 +147,8 @@ def _record_diagnosis(client, run_id, config, diagnosis, history, best_logger, m
     if diagnosis.label == "diverged":
         rates = history.get("learning_rate", ())
         epoch = diagnosis.diverged_epoch
-        rate = rates[epoch] if epoch < len(rates) and math.isfinite(rates[epoch]) else config.learning_rate
+        index = epoch_index(epoch)
+        rate = rates[index] if index < len(rates) and math.isfinite(rates[index]) else config.learning_rate
         reason = f"{diagnosis.reason} with learning_rate {rate:g}; lower the learning rate"
     summary = {"best_epoch": best_logger.best_epoch, f"best_{config.monitor}": best_logger.best_value,
                "epochs_run": metrics_logger.epochs_seen, "lowest_val_loss_epoch": diagnosis.best_epoch}

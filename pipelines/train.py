@@ -65,6 +65,18 @@ class TrainConfig:
     mixed_precision: bool = param(False)
     xla: bool = param(False, "Compile with XLA.")
     tensorboard: bool = param(True, "Write TensorBoard logs (logged as the run's tensorboard/ artifacts).")
+    # What the run keeps and records besides the fit; none of it changes an epoch.
+    keep_checkpoints: int = param(0, "Keep the last N epochs' checkpoints besides the best, logged as "
+                                  "checkpoints/last/epoch-NNN.keras (NNN: the epoch's number) when the fit ends, "
+                                  "early or not; a pruned trial keeps none. 0: the best only.", low=0)
+    system_metrics: bool = param(True, "Log MLflow's system metrics (system/*: CPU, memory, disk, network; GPU "
+                                 "utilisation and memory where there is one) for every train and trial run.")
+    # 2 s: a digits trial takes 4.3 s on average (129 s for 30 trials, README), so it gets two or three
+    # samples, a pruned one of 1.5-2.5 s one or two; MLflow's default 10 s would leave most trials the one
+    # sample taken as they end. A sample costs ~15 ms of I/O in its own thread (a status read, one batch
+    # of 8 metrics; psutil's reads 0.1 ms) and starting and stopping ~50 ms (benchmarks/tracking_overhead.py).
+    system_metrics_interval: float = param(2.0, "Seconds between system-metrics samples (a run also gets one "
+                                           "as it ends).", low=0, low_open=True)
     seed: int = DataParams.seed  # the data parameters' seed: one seed for the split and the fit
     resolved_model: str = field(default="", repr=False)
 

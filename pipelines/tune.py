@@ -11,8 +11,9 @@ from pipelines import graph_memory
 from pipelines import train as training
 from pipelines.errors import FittrackError
 from pipelines.params import DIRECTIONS, PRUNERS, SAMPLERS
+from tracking.epochs import FIRST_EPOCH, epoch_number
 from tracking.metric_names import metric_names, mode_of
-from tracking import runs
+from tracking import runs, system_metrics
 from tracking.features import feature_params
 from tracking.redact import mask_uri
 
@@ -68,8 +69,8 @@ def make_sampler(name: str, seed: int):
     raise FittrackError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-#: The first epoch (from 0) at which Hyperband and successive halving judge a trial.
-MIN_RESOURCE = 2
+#: The epochs a trial has trained when Hyperband and successive halving first judge it.
+MIN_RESOURCE = 3
 
 
 def make_pruner(name: str, epochs: int):
@@ -78,10 +79,11 @@ def make_pruner(name: str, epochs: int):
     if name == "median":
         # Three trials run to the end to set the median; after that a trial is judged from its second
         # epoch on (the first is mostly initialisation noise). Measured in benchmarks/hpo_efficiency.py.
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(1, max(epochs - 1, 0)))
-    # Steps are epochs counted from 0: Hyperband and successive halving first judge a trial at step
-    # first_rung (after first_rung + 1 epochs), then at 3x that step, each time against the trials
-    # that reached the same epoch; a trial of few epochs is judged before its last one.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min(FIRST_EPOCH + 1, epochs))
+    # A trial's step is its epoch's number (tracking.epochs), so the resource is the epochs trained:
+    # Hyperband and successive halving first judge a trial after first_rung epochs, then after 3x
+    # that many, each time against the trials that reached the same epoch; a trial of few epochs is
+    # judged before its last one.
     first_rung = min(MIN_RESOURCE, max(epochs - 1, 1))
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=first_rung, max_resource=epochs, reduction_factor=3)
@@ -199,11 +201,12 @@ class Objective:
         from optuna_integration import KerasPruningCallback
 
         class Pruning(KerasPruningCallback):
+            """Reports each epoch at its number, the step its MLflow metrics have."""
             last_epoch = None
 
             def on_epoch_end(self, epoch, logs=None):
-                self.last_epoch = epoch
-                super().on_epoch_end(epoch, logs)
+                self.last_epoch = epoch_number(epoch)
+                super().on_epoch_end(self.last_epoch, logs)
 
         params = {name: spec.suggest(trial, name) for name, spec in self.space.items()}
         config = replace(self.base, **params, monitor=self.metric)
@@ -234,6 +237,7 @@ class Objective:
         workdir = os.path.join(self.workdir, f"trial-{trial.number}-{os.getpid()}")
         os.makedirs(workdir, exist_ok=True)
         pruning = Pruning(trial, self.metric)
+        monitor = system_metrics.start(run_id, config.system_metrics, config.system_metrics_interval)
         try:
             # The best epoch's checkpoint written once, at the end, from memory: a pruned trial keeps
             # its params and epochs but no checkpoint (no trial needs one that the study gave up on).
@@ -242,6 +246,7 @@ class Objective:
         except optuna.TrialPruned:
             self.client.set_tag(run_id, "pruned", "true")
             self.client.set_tag(run_id, "pruned_epoch", str(pruning.last_epoch))
+            trial.set_user_attr("epochs_run", pruning.last_epoch)
             self.client.set_tag(run_id, "optuna.state", "PRUNED")
             self.client.set_terminated(run_id, "KILLED")
             raise
@@ -253,7 +258,10 @@ class Objective:
             self.client.set_tag(run_id, "optuna.state", "FAIL")
             self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
             raise
+        finally:
+            monitor.stop()  # however the trial ends: complete, pruned, failed or interrupted
         value = outcome.best_value if outcome.best_value is not None else float("nan")
+        runs.log_artifact_bytes(run_id, self.client)
         self.client.set_tag(run_id, "optuna.state", "COMPLETE")
         self.client.set_terminated(run_id, "FINISHED")
         trial.set_user_attr("best_epoch", outcome.best_epoch)

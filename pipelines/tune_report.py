@@ -9,7 +9,7 @@ import warnings
 import mlflow
 
 from pipelines.errors import FittrackError
-from pipelines.evaluate import evaluate_test
+from pipelines.evaluate import evaluate_and_log_test
 from pipelines.tune import RUN_ID_ATTR
 
 
@@ -44,13 +44,12 @@ def _evaluate_best(best_run_id: str, prepared) -> dict:
     from pipelines.steps.train import log_trained_model
 
     local = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras")
-    # Uncompiled, then compiled as the trial was (its loss is evaluate_test's test_loss): a checkpoint
+    # Uncompiled, then compiled as the trial was (its loss is evaluate_and_log_test's test_loss): a checkpoint
     # from an earlier fittrack, compiled with Keras metrics of its own, loads as well as a new one.
     model = keras.models.load_model(local, compile=False)
     config = parse_config(training.TrainConfig, mlflow.get_run(best_run_id).data.params, best_run_id, [])
     compile_model(model, config, prepared.meta["task"], len(prepared.meta["classes"]))
-    test_metrics, _ = evaluate_test(model, prepared)
-    mlflow.log_metrics(test_metrics)
+    test_metrics, _ = evaluate_and_log_test(model, prepared)  # as the train step's: test_* and evaluation/
     log_trained_model(model, prepared)
     return test_metrics
 
@@ -93,10 +92,10 @@ def _print_summary(study, params, counts, test_metrics) -> None:
              f"{counts['failed']} failed",
              f"{'trial':>5}  {'state':<8} {params.metric:>12}  {'epochs':>6}  run"]
     for t in ranked[:10]:
-        epochs = t.user_attrs.get("epochs_run", (t.last_step or 0) + 1)
+        epochs = t.user_attrs.get("epochs_run", t.last_step or 0)
         lines.append(f"{t.number:>5}  {t.state.name:<8} {t.value:>12.4f}  {epochs:>6}  {t.user_attrs.get(RUN_ID_ATTR, '')}")
     pruned = [t for t in finished if t.state == TrialState.PRUNED]
     for t in pruned[:5]:
-        lines.append(f"{t.number:>5}  PRUNED   {'':>12}  {(t.last_step or 0) + 1:>6}  {t.user_attrs.get(RUN_ID_ATTR, '')}")
+        lines.append(f"{t.number:>5}  PRUNED   {'':>12}  {t.user_attrs.get('epochs_run', t.last_step or 0):>6}  {t.user_attrs.get(RUN_ID_ATTR, '')}")
     lines.append("best trial on the test split: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(test_metrics.items())))
     print("\n".join(lines))

@@ -32,6 +32,27 @@ def empty_store(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def terminal_settings():
+    """Every CLI command runs tracking.terminal.configure, which sets environment variables (inherited
+    by the processes a test starts, `mlflow run` among them) and MLflow's log level for the process:
+    each test starts from the session's settings, not from the last command's."""
+    import logging
+
+    from tracking import terminal
+
+    saved = {name: os.environ.get(name) for name in (terminal.TF_LOG_LEVEL, terminal.MLFLOW_LOG_LEVEL)}
+    level = logging.getLogger("mlflow").level
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    terminal._set_here.clear()
+    logging.getLogger("mlflow").setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def tracking(tmp_path, empty_store, monkeypatch):
     """A fresh store and experiment for this test, and no run left open afterwards."""
     db = tmp_path / "mlflow.db"

@@ -86,6 +86,11 @@ CASES = {
     "outage_timeout out of range": (TRAIN + ["--outage-timeout", "601"], "outage_timeout must be in [0, 600], got "
                                     "601.0", 1),
     "unknown head_init": (TRAIN + ["--head-init", "zeros"], "head_init must be one of probe, random, got 'zeros'", 1),
+    "system_metrics_interval zero": (TRAIN + ["--system-metrics-interval", "0"],
+                                     "system_metrics_interval must be > 0, got 0.0", 1),
+    "system_metrics_interval negative": (TRAIN + ["--system-metrics-interval", "-1.5"],
+                                         "system_metrics_interval must be > 0, got -1.5", 1),
+    "keep_checkpoints negative": (TRAIN + ["--keep-checkpoints", "-1"], "keep_checkpoints must be >= 0, got -1", 1),
 }
 
 

@@ -41,7 +41,8 @@ def test_every_epoch_is_logged_at_its_step(tracking):
     for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
                  "samples_per_second"):
         points = client.get_metric_history(run.info.run_id, name)
-        assert [p.step for p in sorted(points, key=lambda p: p.step)] == [0, 1, 2, 3, 4], name
+        # Numbered as Keras's console prints them: "Epoch 1/5" is step 1.
+        assert [p.step for p in sorted(points, key=lambda p: p.step)] == [1, 2, 3, 4, 5], name
     logged = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda p: p.step)
     assert np.allclose([p.value for p in logged], history.history["val_loss"])
 
@@ -52,7 +53,7 @@ def test_best_checkpoint_is_the_best_epoch_and_loads(tracking, tmp_path):
         checkpoint, logger = _best_checkpoint(tmp_path, run)
         history = _model().fit(x, y, validation_data=(xv, yv), epochs=8, verbose=0,
                                callbacks=[checkpoint, logger])
-    best_epoch = int(np.argmin(history.history["val_loss"]))
+    best_epoch = int(np.argmin(history.history["val_loss"])) + 1  # numbered from 1
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints")
     with open(os.path.join(local, "best.json")) as f:
         info = json.load(f)
@@ -105,7 +106,7 @@ def test_a_crashed_fit_still_holds_its_best_checkpoint(tracking, tmp_path):
         logger.wait(raise_errors=False)
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints")
     info = json.load(open(os.path.join(local, "best.json")))
-    assert info["epoch"] == logger.best_epoch <= 3
+    assert info["epoch"] == logger.best_epoch <= 4  # the crash came at the end of epoch 4 (index 3)
     assert os.path.getsize(os.path.join(local, "best.keras")) > 0
 
 
@@ -140,7 +141,7 @@ def test_epoch_evaluation_scores_validation_and_a_training_sample_in_inference_m
             MlflowMetricsLogger(run.info.run_id, train_size=len(x))]).history
     for name in ("val_loss", "val_accuracy", "val_auc", "train_eval_loss", "accuracy", "auc"):
         logged = sorted(tracking.client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
-        assert [m.step for m in logged] == [0, 1, 2], name
+        assert [m.step for m in logged] == [1, 2, 3], name
         assert np.allclose([m.value for m in logged], history[name]), name
     assert history["val_auc"][-1] == pytest.approx(roc_auc_score(yv.reshape(-1), last.val.reshape(-1)))
     assert history["accuracy"][-1] == pytest.approx(accuracy_score(y[:rows].reshape(-1), last.train.reshape(-1) >= 0.5))
@@ -253,8 +254,8 @@ def test_best_weights_logger_publishes_the_best_epoch_once_at_the_end(tracking):
     with mlflow.start_run() as run:
         logger = BestWeightsLogger(run.info.run_id, "val_loss", mode="min")
         history = model.fit(x, y, validation_data=(xv, yv), epochs=8, verbose=0, callbacks=[logger]).history
-    best_epoch = int(np.argmin(history["val_loss"]))
-    assert best_epoch != len(history["val_loss"]) - 1, "the check needs a best epoch before the last"
+    best_epoch = int(np.argmin(history["val_loss"])) + 1  # numbered from 1
+    assert best_epoch != len(history["val_loss"]), "the check needs a best epoch before the last"
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints")
     with open(os.path.join(local, "best.json")) as f:
         info = json.load(f)
@@ -283,3 +284,60 @@ def test_best_weights_logger_publishes_nothing_for_a_fit_that_raised(tracking):
     assert logger.best_epoch is not None
     logger.wait()
     assert tracking.client.list_artifacts(run.info.run_id, "checkpoints") == []
+
+
+def test_last_checkpoints_keeps_the_last_epochs_across_fits_and_logs_them_once(tracking, tmp_path):
+    from tracking.callbacks import LastCheckpoints
+
+    x, y, xv, yv = _data()
+    model = _model()
+    with mlflow.start_run() as run:
+        kept = LastCheckpoints(run.info.run_id, 2, folder=str(tmp_path))
+        # Two Keras fits going on from each other, as a transfer run's phases do: one kept set.
+        first = model.fit(x, y, validation_data=(xv, yv), epochs=3, verbose=0, callbacks=[kept]).history
+        assert sorted(os.listdir(kept.folder)) == ["epoch-002.keras", "epoch-003.keras"]
+        assert tracking.client.list_artifacts(run.info.run_id) == []  # nothing logged during the fit
+        second = model.fit(x, y, validation_data=(xv, yv), initial_epoch=3, epochs=5, verbose=0,
+                           callbacks=[kept]).history
+        paths = kept.publish()
+    assert paths == ["checkpoints/last/epoch-004.keras", "checkpoints/last/epoch-005.keras"]
+    listed = [a.path for a in tracking.client.list_artifacts(run.info.run_id, "checkpoints/last")]
+    assert listed == paths
+    assert not os.path.exists(kept.folder)
+    # Epoch 4 (Keras's index 3, the second fit's first) is that epoch's model.
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=paths[0])
+    val_losses = first["val_loss"] + second["val_loss"]
+    assert keras.models.load_model(local).evaluate(xv, yv, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        val_losses[3], rel=1e-4)
+
+
+def test_last_checkpoints_of_a_fit_that_raised_are_not_logged_and_go_with_the_callback(tracking, tmp_path):
+    import gc
+
+    from tracking.callbacks import LastCheckpoints
+
+    x, y, xv, yv = _data()
+
+    class Prune(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("pruned")
+
+    with mlflow.start_run() as run:
+        kept = LastCheckpoints(run.info.run_id, 1, folder=str(tmp_path))
+        with pytest.raises(RuntimeError):
+            _model().fit(x, y, epochs=5, verbose=0, callbacks=[kept, Prune()])
+    folder = kept.folder
+    assert os.listdir(folder) == ["epoch-003.keras"]  # the epoch being judged was kept, as a pruned trial's is
+    assert tracking.client.list_artifacts(run.info.run_id) == []
+    del kept
+    gc.collect()
+    assert not os.path.exists(folder)
+
+
+@pytest.mark.parametrize("keep", [0, -1, 1.5, True])
+def test_last_checkpoints_needs_a_positive_count(keep):
+    from tracking.callbacks import LastCheckpoints
+
+    with pytest.raises(ValueError, match="keep must be a whole number >= 1"):
+        LastCheckpoints("r", keep)

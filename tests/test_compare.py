@@ -20,16 +20,16 @@ def _invoke(*args):
 
 def _log_run(name, val_loss, val_accuracy=None, step="train", test=None, diagnosis="good_fit", params=None,
              tags=None, status="FINISHED"):
-    """A run logged as fittrack logs one: every epoch at step = epoch, params, the diagnosis tag."""
+    """A run logged as fittrack logs one: every epoch at step = its number from 1, params, the diagnosis tag."""
     with mlflow.start_run(run_name=name) as run:
         mlflow.set_tags({"fittrack.step": step, "diagnosis": diagnosis, **(tags or {})})
         mlflow.log_params({"model": "auto", "resolved_model": "mlp", "layers": 2, "units": 64, "dropout": 0.2,
                            "learning_rate": 0.001, "optimizer": "adam", "batch_size": 32, **(params or {})})
-        for epoch, value in enumerate(val_loss):
+        for epoch, value in enumerate(val_loss, start=1):
             mlflow.log_metric("val_loss", value, step=epoch)
             mlflow.log_metric("loss", value * 0.9, step=epoch)
             if val_accuracy is not None:
-                mlflow.log_metric("val_accuracy", val_accuracy[epoch], step=epoch)
+                mlflow.log_metric("val_accuracy", val_accuracy[epoch - 1], step=epoch)
         mlflow.log_metric("epochs_run", len(val_loss))
         for key, value in (test or {}).items():
             mlflow.log_metric(key, value)
@@ -41,7 +41,7 @@ def _log_run(name, val_loss, val_accuracy=None, step="train", test=None, diagnos
 
 @pytest.fixture
 def three_runs(tracking):
-    # "overfit" reaches the lowest val_loss (0.30 at epoch 2) and then climbs: it still ranks first.
+    # "overfit" reaches the lowest val_loss (0.30 at epoch 3) and then climbs: it still ranks first.
     ids = {
         "steady": _log_run("steady", [0.9, 0.6, 0.45, 0.40], [0.6, 0.7, 0.8, 0.85],
                            test={"test_loss": 0.41, "test_accuracy": 0.84}),
@@ -87,17 +87,17 @@ def test_json_holds_best_epoch_test_score_params_and_duration(three_runs):
     assert [r["run_name"] for r in rows] == ["overfit", "steady", "slow"]
     overfit = rows[0]
     assert overfit["run_id"] == three_runs["overfit"] and overfit["rank"] == 1
-    assert overfit["best_val_loss"] == pytest.approx(0.30) and overfit["best_epoch"] == 2
+    assert overfit["best_val_loss"] == pytest.approx(0.30) and overfit["best_epoch"] == 3
     assert overfit["test_loss"] == pytest.approx(0.33) and overfit["epochs_run"] == 6
     assert overfit["diagnosis"] == "overfitting" and overfit["status"] == "FINISHED"
     assert overfit["model"] == "mlp" and overfit["units"] == 128 and overfit["learning_rate"] == 0.02
     assert overfit["duration_s"] >= 0
-    assert rows[2]["optimizer"] == "sgd" and rows[2]["best_epoch"] == 2
+    assert rows[2]["optimizer"] == "sgd" and rows[2]["best_epoch"] == 3
     assert "l2" not in overfit  # no run logged it
 
     by_accuracy = _json(_invoke("--format", "json", "--metric", "val_accuracy"))
-    assert by_accuracy[0]["best_val_accuracy"] == pytest.approx(0.9) and by_accuracy[0]["best_epoch"] == 2
-    assert by_accuracy[1]["best_epoch"] == 3 and by_accuracy[0]["test_accuracy"] == pytest.approx(0.89)
+    assert by_accuracy[0]["best_val_accuracy"] == pytest.approx(0.9) and by_accuracy[0]["best_epoch"] == 3
+    assert by_accuracy[1]["best_epoch"] == 4 and by_accuracy[0]["test_accuracy"] == pytest.approx(0.89)
 
 
 def test_csv_to_a_file_with_limit(three_runs, tracking):
@@ -109,7 +109,7 @@ def test_csv_to_a_file_with_limit(three_runs, tracking):
     assert [r["run_name"] for r in rows] == ["overfit", "steady"]
     assert {"run_id", "model", "layers", "units", "dropout", "learning_rate", "optimizer", "batch_size",
             "best_val_loss", "best_epoch", "test_loss", "epochs_run", "diagnosis", "duration_s"} <= set(rows[0])
-    assert float(rows[1]["best_val_loss"]) == pytest.approx(0.40) and rows[1]["best_epoch"] == "3"
+    assert float(rows[1]["best_val_loss"]) == pytest.approx(0.40) and rows[1]["best_epoch"] == "4"
 
 
 def test_study_selects_its_trials_and_keeps_pruned_ones(tracking):
@@ -193,7 +193,7 @@ def test_a_real_training_run_compares_under_kerass_names(tracking):
     row = rows[0]
     assert row["fittrack.step"] == "train" and row["status"] == "FINISHED"
     history = client.get_metric_history(row["run_id"], "val_accuracy")
-    assert sorted(m.step for m in history) == [0, 1, 2] and row["epochs_run"] == 3
+    assert sorted(m.step for m in history) == [1, 2, 3] and row["epochs_run"] == 3
     best = max(history, key=lambda m: (m.value, -m.step))
     assert row["best_val_accuracy"] == pytest.approx(best.value) and row["best_epoch"] == best.step
     assert row["test_accuracy"] == pytest.approx(client.get_run(row["run_id"]).data.metrics["test_accuracy"])

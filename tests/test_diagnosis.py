@@ -19,8 +19,8 @@ def test_rising_validation_loss_is_overfitting():
     loss = [1.0, 0.6, 0.4, 0.3, 0.2, 0.1]
     val = [1.0, 0.7, 0.5, 0.6, 0.7, 0.8]
     d = diagnose(loss, val, dummy_loss=2.3, epochs=6)
-    assert d.label == "overfitting" and d.best_epoch == 2
-    assert "rose from 0.5 at epoch 2 to 0.8 at epoch 5 while training loss fell from 0.4 to 0.1" in d.reason
+    assert d.label == "overfitting" and d.best_epoch == 3
+    assert "rose from 0.5 at epoch 3 to 0.8 at epoch 6 while training loss fell from 0.4 to 0.1" in d.reason
 
 
 def test_large_gap_is_overfitting():
@@ -37,8 +37,8 @@ def test_both_losses_high_is_underfitting():
 
 def test_close_curves_are_a_good_fit():
     d = diagnose([1.0, 0.5, 0.3, 0.25], [1.0, 0.55, 0.35, 0.31], dummy_loss=2.3)
-    assert d.label == "good_fit" and d.best_epoch == 3
-    assert "lowest at epoch 3 (0.31), close to training loss (0.25)" in d.reason
+    assert d.label == "good_fit" and d.best_epoch == 4
+    assert "lowest at epoch 4 (0.31), close to training loss (0.25)" in d.reason
 
 
 def test_noise_level_rise_is_not_overfitting():
@@ -61,8 +61,8 @@ BN_LAG = dict(loss=[1.82, 0.851, 0.616], val_loss=[2.181, 2.099, 1.966], train_e
 
 def test_like_with_like_no_gap_where_training_mode_loss_shows_one():
     d = diagnose(**BN_LAG, epochs=3)
-    assert d.label == "undertrained" and d.best_epoch == 2
-    assert d.reason == ("validation loss still falling at the last epoch: 2.181 at epoch 0 to 1.966 at epoch 2 "
+    assert d.label == "undertrained" and d.best_epoch == 3
+    assert d.reason == ("validation loss still falling at the last epoch: 2.181 at epoch 1 to 1.966 at epoch 3 "
                         "of 3; train for more epochs")
     # Had the fit been allowed more epochs (EarlyStopping ended it), it is not undertrained; the
     # gap is then measured against the inference-mode training loss, and there is none.
@@ -87,9 +87,9 @@ def test_a_gap_read_in_inference_mode():
 
 
 @pytest.mark.parametrize("loss, val, epoch, reason, best", [
-    ([1.0, 0.5, math.nan], [1.0, 0.6, math.nan], 2, "training diverged at epoch 2: loss is nan", 1),
-    ([1.0, 0.5, 0.4], [1.0, math.inf, math.inf], 1, "training diverged at epoch 1: val_loss is inf", 0),
-    ([math.inf], [math.nan], 0, "training diverged at epoch 0: loss is inf", None),
+    ([1.0, 0.5, math.nan], [1.0, 0.6, math.nan], 3, "training diverged at epoch 3: loss is nan", 2),
+    ([1.0, 0.5, 0.4], [1.0, math.inf, math.inf], 2, "training diverged at epoch 2: val_loss is inf", 1),
+    ([math.inf], [math.nan], 1, "training diverged at epoch 1: loss is inf", None),
 ])
 def test_non_finite_loss_is_diverged(loss, val, epoch, reason, best):
     d = diagnose(loss, val, dummy_loss=1.0, epochs=10)
@@ -99,15 +99,15 @@ def test_non_finite_loss_is_diverged(loss, val, epoch, reason, best):
 def test_a_finite_loss_a_hundred_times_the_dummys_is_diverged():
     # An ensemble's averaged logits at a huge learning rate: finite, and hopeless.
     d = diagnose([0.7, 8.5e28, 3e29], [0.6, 5e28, 1e29], dummy_loss=0.69, epochs=3)
-    assert (d.label, d.diverged_epoch) == ("diverged", 1)
-    assert d.reason == "training diverged at epoch 1: loss is 8.5e+28, over 100x the dummy baseline's 0.69"
+    assert (d.label, d.diverged_epoch) == ("diverged", 2)
+    assert d.reason == "training diverged at epoch 2: loss is 8.5e+28, over 100x the dummy baseline's 0.69"
     # Just under the ceiling is a bad fit, not a divergence.
     assert diagnose([0.7, 68.0], [0.6, 60.0], dummy_loss=0.69).label != "diverged"
 
 
 def test_a_nan_validation_epoch_that_recovered_is_not_diverged():
     d = diagnose([1.0, 0.5, 0.4, 0.3], [1.0, math.nan, 0.5, 0.35], dummy_loss=2.3)
-    assert d.label == "good_fit" and d.best_epoch == 3
+    assert d.label == "good_fit" and d.best_epoch == 4
 
 
 # -- each verdict from a real fit -------------------------------------------------------------
@@ -161,7 +161,8 @@ def test_a_memorising_network_is_overfitting(tracking, tmp_path):
     smoothing = TrainConfig().label_smoothing  # the fit's, left at its default
     floor = -((1 - smoothing / 2) * np.log(1 - smoothing / 2) + smoothing / 2 * np.log(smoothing / 2))
     assert len(train_eval) == len(outcome.history["loss"]) == 20 and train_eval[-1] < floor + 0.05
-    assert run.data.metrics["lowest_val_loss_epoch"] == int(np.argmin(outcome.history["val_loss"]))
+    # Epochs are numbered from 1, as Keras's console counts them.
+    assert run.data.metrics["lowest_val_loss_epoch"] == int(np.argmin(outcome.history["val_loss"])) + 1
 
 
 def test_a_too_small_network_is_underfitting(tracking, tmp_path):
@@ -260,7 +261,7 @@ def test_a_diverged_optuna_trial_fails_and_the_study_goes_on(tracking, tmp_path)
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
     run = tracking.client.get_run(study.trials[1].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
-    assert re.fullmatch(r"FittrackError: training diverged at epoch 0: loss is (nan|inf) with learning_rate 1e\+09; "
+    assert re.fullmatch(r"FittrackError: training diverged at epoch 1: loss is (nan|inf) with learning_rate 1e\+09; "
                         r"lower the learning rate", run.data.tags["error"]), run.data.tags["error"]
     assert run.data.tags["diagnosis"] == "diverged"
 
@@ -297,7 +298,7 @@ def test_the_default_digits_cnn_is_not_called_overfitting(tracking, tmp_path):
         loss = _history(tracking.client, run_id, "loss")
         assert 0.5 * val[-1] < train_eval[-1] < 1.1 * val[-1]
         assert abs(train_eval[-1] - val[-1]) < abs(loss[-1] - val[-1])
-        assert f"{val[-1]:.4g} at epoch {epochs - 1} of {epochs}" in reason
+        assert f"{val[-1]:.4g} at epoch {epochs} of {epochs}" in reason
 
 
 @pytest.mark.parametrize("classes", [2, 3])

@@ -42,6 +42,27 @@ def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
     assert champion.tags["source_run_id"] in (train.info.run_id, steps["tune"].info.run_id)
     assert main.data.metrics["champion_test_accuracy"] == pytest.approx(float(champion.tags["test_accuracy"]), abs=1e-6)
     assert main.data.metrics["baseline_test_accuracy"] == steps["baselines"].data.metrics["best_test_accuracy"]
+    # The job ends with its summary: every step's run, the champion against the best baseline, where to look.
+    summary = done.stderr[done.stderr.rindex(f"fittrack: main run {main.info.run_id}, its steps:"):]
+    for step, run in steps.items():
+        assert f"  {step:<10} {run.info.run_id}" in summary, step
+    assert "fittrack: champion models:/digits@champion (version 1, " in summary
+    assert f"best baseline ({steps['baselines'].data.tags['best_baseline']})" in summary and "margin " in summary
+    assert ("fittrack: warning: the champion is below the best baseline" in summary) == (
+        main.data.metrics["champion_margin_test_accuracy"] < 0)
+    assert (f"mlflow ui --backend-store-uri {tracking.uri}  then  "
+            f"http://127.0.0.1:5000/#/experiments/{tracking.experiment_id}/runs/{main.info.run_id}") in summary
+    assert f"optuna-dashboard {steps['tune'].data.tags['optuna.storage']}" in summary
+    assert len(summary.strip().splitlines()) <= 11
+    # Quiet by default: no start-up lines of TensorFlow's, absl's or MLflow's, no progress bar but a
+    # line per trial. (conftest's TF_CPP_MIN_LOG_LEVEL=2 lets TensorFlow's C++ ERROR lines through here.)
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "Add type hints", "Validating input example",
+                  "Best trial: "):
+        assert noise not in done.stderr, noise
+    assert done.stderr.count("=== Running command") == 1  # the outer `mlflow run`'s, for main; none of main's
+    assert "fittrack: trial 0 complete: val_loss " in done.stderr
+    assert tracking.client.get_experiment(tracking.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
     baselines = tracking.runs("baseline")
     assert {b.data.params["baseline"] for b in baselines} == {"dummy", "linear", "svm", "hist_gradient_boosting"}
     assert all(b.data.tags["mlflow.parentRunId"] == steps["baselines"].info.run_id for b in baselines)
@@ -49,7 +70,7 @@ def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
 
     client = tracking.client
     for name in ("loss", "val_loss", "accuracy", "val_accuracy", "val_auc", "val_f1_score"):
-        assert sorted(m.step for m in client.get_metric_history(train.info.run_id, name)) == [0, 1, 2], name
+        assert sorted(m.step for m in client.get_metric_history(train.info.run_id, name)) == [1, 2, 3], name
     val_loss = client.get_metric_history(train.info.run_id, "val_loss")
     checkpoints = mlflow.artifacts.download_artifacts(run_id=train.info.run_id, artifact_path="checkpoints")
     info = json.load(open(os.path.join(checkpoints, "best.json")))
@@ -93,7 +114,7 @@ def test_train_and_tune_entry_points_do_their_work_in_the_run_mlflow_made(tracki
     (train,) = _entry_runs(tracking, "train")
     assert train.info.status == "FINISHED" and "mlflow.source.git.commit" in train.data.tags
     assert train.data.tags["fittrack.step"] == "train" and train.data.tags["mlflow.runName"] == "train-iris"
-    assert sorted(m.step for m in tracking.client.get_metric_history(train.info.run_id, "val_loss")) == [0, 1]
+    assert sorted(m.step for m in tracking.client.get_metric_history(train.info.run_id, "val_loss")) == [1, 2]
     assert "test_accuracy" in train.data.metrics and train.data.tags["fittrack.model_uri"]
     # The split and the baselines it needed first are runs nested under it, not beside it.
     split, baselines = tracking.only_run("split"), tracking.only_run("baselines")

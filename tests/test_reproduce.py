@@ -45,7 +45,7 @@ def test_reproduce_gives_the_same_epochs_and_prints_both_metrics(tracking):
         assert second.data.params[name] == original.data.params[name], name
     assert len(tracking.runs("split")) == 1
     history = _val_loss(tracking, original.info.run_id)
-    assert [step for step, _ in history] == [0, 1, 2]
+    assert [step for step, _ in history] == [1, 2, 3]
     assert _val_loss(tracking, second.info.run_id) == history
 
     table = result.output.split(f"run {second.info.run_id} reproduces run {original.info.run_id}\n", 1)[1]

@@ -59,20 +59,20 @@ def test_a_killed_run_resumes_from_its_last_epoch(tracking):
     assert run.data.tags["fittrack.split_run_id"] == split_run_id and len(tracking.runs("split")) == 1
     assert tracking.client.get_run(split_run_id).data.tags["mlflow.parentRunId"] == run_id
     for name in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "train_eval_loss"):
-        assert _steps(client, run_id, name) == list(range(EPOCHS)), name
+        assert _steps(client, run_id, name) == list(range(1, EPOCHS + 1)), name  # numbered from 1
     assert run.data.metrics["epochs_run"] == EPOCHS
     # The diagnosis read the whole history, not only the resumed process's epochs (the plot is
     # drawn from the same history: MlflowMetricsLogger.history, tests/test_callbacks.py).
     val_loss = [m.value for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
     lowest = min(range(EPOCHS), key=val_loss.__getitem__)
-    assert run.data.metrics["lowest_val_loss_epoch"] == lowest
+    assert run.data.metrics["lowest_val_loss_epoch"] == lowest + 1
     reason = run.data.tags["diagnosis_reason"]
-    assert f"epoch {lowest}" in reason and f"{val_loss[lowest]:.4g}" in reason, reason
+    assert f"epoch {lowest + 1}" in reason and f"{val_loss[lowest]:.4g}" in reason, reason
     if run.data.tags["diagnosis"] == "undertrained":
         assert f"of {EPOCHS}" in reason
     # Keras's BackupAndRestore went on from the last backed-up epoch instead of starting over.
     resumed_at = int(run.data.tags["fittrack.resumed_at_epoch"])
-    assert 1 <= resumed_at < EPOCHS and len(before) >= 3
+    assert 2 <= resumed_at <= EPOCHS and len(before) >= 3
     assert "test_accuracy" in run.data.metrics
     assert not backup.exists(), "the backup is removed once the run is logged"
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -52,7 +53,7 @@ def test_train_run_holds_everything(tracking):
     for name in ("loss", "accuracy", "precision", "recall", "f1_score", "auc", "val_loss", "val_accuracy",
                  "val_precision", "val_recall", "val_f1_score", "val_auc", "learning_rate", "epoch_seconds"):
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
-        assert steps == list(range(epochs_run)), name
+        assert steps == list(range(1, epochs_run + 1)), name  # numbered from 1, as Keras prints them
     for name in ("test_loss", "test_accuracy", "test_auc", "baseline_test_accuracy", "test_accuracy_margin"):
         assert name in run.data.metrics, name
     assert run.data.tags["diagnosis"] in LABELS
@@ -66,6 +67,11 @@ def test_train_run_holds_everything(tracking):
     assert loaded.stdout.strip() == "(2, 1) False", loaded.stderr[-2000:]
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+    # The test split's evaluation (tracking.evaluation, tests/test_evaluation.py) from the same outputs.
+    assert "test_recall_class_1" in run.data.metrics and {
+        f"evaluation/{name}" for name in ("per_class_metrics.json", "worst_predictions.json", "roc_curve.png",
+                                          "precision_recall_curve.png", "calibration_curve.png")
+    } <= {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     # The three parts are the run's dataset inputs.
     contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
     assert contexts == {"training", "validation", "testing"}
@@ -84,8 +90,11 @@ def test_train_run_holds_everything(tracking):
         run.data.metrics["test_accuracy"] - best.data.metrics["test_accuracy"])
 
 
-def test_best_checkpoint_is_best_validation_epoch(tracking):
-    _train("--data", "builtin:iris", "--epochs", "6")
+def test_best_checkpoint_is_best_validation_epoch_and_every_record_numbers_it_alike(tracking):
+    # Not --quiet: Keras's console, one line per epoch off a terminal, is one of the records.
+    result = CliRunner().invoke(cli, ["train", "--data", "builtin:iris", "--epochs", "6", "--tensorboard", "true"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     run = tracking.only_run("train")
     history = tracking.client.get_metric_history(run.info.run_id, "val_loss")
     best = min(history, key=lambda m: m.value)
@@ -93,6 +102,21 @@ def test_best_checkpoint_is_best_validation_epoch(tracking):
     info = json.load(open(os.path.join(local, "best.json")))
     assert info["epoch"] == best.step == int(run.data.metrics["best_epoch"])
     assert info["value"] == pytest.approx(best.value)
+    # "Epoch k/6" on the console is MLflow's step k, with the same val_loss.
+    console = re.findall(r"Epoch (\d+)/6\n.*? val_loss: ([0-9.]+)", result.output)
+    steps = {m.step: m.value for m in history}
+    assert [int(k) for k, _ in console] == sorted(steps) == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
+    assert all(float(value) == pytest.approx(steps[int(k)], abs=1e-4) for k, value in console)
+    # The diagnosis names the epoch of the lowest val_loss by the same number.
+    lowest = int(run.data.metrics["lowest_val_loss_epoch"])
+    assert lowest == best.step and f"epoch {lowest} " in run.data.tags["diagnosis_reason"]
+    # So does TensorBoard.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tensorboard/validation")
+    events = EventAccumulator(board, size_guidance={"tensors": 0})
+    events.Reload()
+    assert [e.step for e in events.Tensors("epoch_loss")] == sorted(steps)
 
 
 def test_model_predicts_from_raw_rows_with_categories_and_missing_values(tracking, tmp_path):

@@ -74,7 +74,7 @@ def test_fine_tuned_model_reaches_the_threshold_sooner_than_from_scratch(trackin
           f"test_accuracy fine-tuned {tuned.data.metrics['test_accuracy']:.4f}, "
           f"from scratch {scratch.data.metrics['test_accuracy']:.4f}")
     assert tuned_epoch is not None
-    assert tuned_epoch < (scratch_epoch if scratch_epoch is not None else len(scratch_curve))
+    assert tuned_epoch < (scratch_epoch if scratch_epoch is not None else len(scratch_curve) + 1)
 
     # The run says what it started from, and how it was fine-tuned.
     tags, params = tuned.data.tags, tuned.data.params
@@ -87,9 +87,10 @@ def test_fine_tuned_model_reaches_the_threshold_sooner_than_from_scratch(trackin
 
     # Two phases, one history: every epoch logged once, the learning rate dropping where fine-tuning starts.
     epochs_run = int(tuned.data.metrics["epochs_run"])
-    assert [step for step, _ in tuned_curve] == list(range(epochs_run)) == list(range(6))
+    assert [step for step, _ in tuned_curve] == list(range(1, epochs_run + 1)) == list(range(1, 7))
     learning_rate = dict(_history(tracking, tuned, "learning_rate"))
-    assert learning_rate[0] == pytest.approx(1e-3) and learning_rate[3] == pytest.approx(1e-4)
+    # freeze_epochs 3: epochs 1-3 train the head, fine-tuning starts at epoch 4.
+    assert learning_rate[3] == pytest.approx(1e-3) and learning_rate[4] == pytest.approx(1e-4)
 
     # The best epoch is the best of both phases, and it is what the checkpoint holds.
     val_loss = _history(tracking, tuned, "val_loss")

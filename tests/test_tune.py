@@ -105,7 +105,7 @@ def test_small_study_tracks_every_trial(tracking):
         assert run.data.tags["optuna.study_name"] == f"iris-mlp-{parent.data.tags['fittrack.split_run_id'][:8]}"
         assert run.data.tags["optuna.state"] == "COMPLETE"
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
-        assert steps == list(range(int(run.data.metrics["epochs_run"])))
+        assert steps == list(range(1, int(run.data.metrics["epochs_run"]) + 1))  # epochs numbered from 1
         assert {"checkpoints/best.keras", "checkpoints/best.json"} <= {
             a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
         # The test split is never seen during the search.
@@ -178,7 +178,7 @@ def test_hopeless_trial_is_pruned_and_its_run_killed(tracking, tmp_path):
     assert run.info.status == "KILLED"
     assert run.data.tags["pruned"] == "true" and run.data.tags["optuna.state"] == "PRUNED"
     epochs = len(tracking.client.get_metric_history(run.info.run_id, "val_loss"))
-    assert epochs < 8 and int(run.data.tags["pruned_epoch"]) == epochs - 1
+    assert epochs < 8 and int(run.data.tags["pruned_epoch"]) == epochs
     assert all(t.state == TrialState.COMPLETE for t in study.trials[:3])
 
 
@@ -391,12 +391,14 @@ def test_successive_halving_judges_a_trial_at_its_first_rung_against_the_one_bef
           "--search-space", str(space), "--trial-patience", "20", "--pruner", "successive_halving",
           "--learning-rate", "0.03")
     learner, hopeless = optuna.load_study(study_name="halving", storage=storage).trials[:2]
-    assert learner.state == TrialState.COMPLETE and learner.last_step == 5
-    # Judged at epoch MIN_RESOURCE (from 0), the first rung, where the learner was better: pruned there.
+    # A trial's Optuna step is its epoch's number, as its MLflow step is.
+    assert learner.state == TrialState.COMPLETE and learner.last_step == 6
+    # Judged after MIN_RESOURCE epochs, the first rung, where the learner was better: pruned there.
     assert hopeless.state == TrialState.PRUNED and hopeless.last_step == MIN_RESOURCE
     run = tracking.client.get_run(hopeless.user_attrs["mlflow_run_id"])
     assert run.data.tags["pruned_epoch"] == str(MIN_RESOURCE)
-    assert len(tracking.client.get_metric_history(run.info.run_id, "val_loss")) == MIN_RESOURCE + 1
+    history = tracking.client.get_metric_history(run.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == list(range(1, MIN_RESOURCE + 1))
 
 
 def test_gp_sampler_says_what_it_needs(tracking):

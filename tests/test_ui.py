@@ -23,6 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import free_port
+from tracking import runs
 
 RUN_NAMES = ("cnn-lr-0.001", "cnn-lr-0.003", "mlp-lr-0.01")
 EPOCHS = 10
@@ -44,9 +45,11 @@ def _wait_for_health(url, server, log, timeout=120):
     raise AssertionError(f"{url}/health did not answer within {timeout} s")
 
 
-def _log_finished_runs(url):
+def _log_finished_runs(url, mark=True):
     client = MlflowClient(tracking_uri=url)
     experiment_id = client.create_experiment("ui-check")
+    if mark:  # as a step run does when it opens (tracking.runs.step_run)
+        runs.mark_experiment(experiment_id, client)
     run_ids = []
     for i, name in enumerate(RUN_NAMES):
         run = client.create_run(experiment_id, run_name=name, tags={"fittrack.step": "train"})
@@ -128,9 +131,15 @@ def test_ui_lists_the_runs_and_draws_val_loss_by_epoch(ui, tmp_path):
     experiment_id, run_ids = _log_finished_runs(server)
     wait = WebDriverWait(browser, 60, poll_frequency=0.25)
 
-    # The experiment's runs table (the bare experiment route opens the GenAI overview in MLflow 3).
-    browser.get(f"{server}/#/experiments/{experiment_id}/runs")
+    # fittrack tags its experiments machine learning (mlflow.experimentKind), but MLflow 3.17.2's UI
+    # opens an experiment by its workflow switch (GenAI | Model training: the URL's workflowType,
+    # else the browser's last choice, GenAI at first), not by the tag: the bare route lands on the
+    # GenAI overview, and workflowType=machine_learning on the runs table.
+    kind = MlflowClient(tracking_uri=server).get_experiment(experiment_id).tags.get(runs.EXPERIMENT_KIND_TAG)
+    assert kind == runs.EXPERIMENT_KIND
+    browser.get(f"{server}/#/experiments/{experiment_id}?workflowType=machine_learning")
     wait.until(lambda d: all(d.find_elements(By.LINK_TEXT, name) for name in RUN_NAMES))
+    assert f"/#/experiments/{experiment_id}/runs" in browser.current_url, browser.current_url
     assert "3 matching runs" in browser.find_element(By.TAG_NAME, "body").text
     browser.save_screenshot(str(tmp_path / "experiment-runs.png"))
 

@@ -1,7 +1,7 @@
 """Comparing runs: a leaderboard of train and trial runs by a validation metric, and their curves.
 
 Compare only reads the tracking store: it opens no run. Every score comes from a run's metric
-history (`step` = epoch), so a crashed or pruned run still shows its best epoch so far.
+history (`step` = the epoch's number, from 1), so a crashed or pruned run still shows its best epoch so far.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracking.epochs import epoch_number
+
 LABELS = ("diverged", "undertrained", "underfitting", "overfitting", "good_fit")
 
 # What counts as more than noise: a change in validation loss larger than this share of the
@@ -48,8 +50,8 @@ def loss_ceiling(dummy_loss: float | None) -> float | None:
 class Diagnosis:
     label: str  # one of LABELS
     reason: str
-    best_epoch: int | None  # the epoch of the lowest finite validation loss; None if there is none
-    diverged_epoch: int | None = None
+    best_epoch: int | None  # the epoch (its number, from 1) of the lowest finite validation loss; None if none
+    diverged_epoch: int | None = None  # its number, from 1
 
 
 def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None = None,
@@ -62,6 +64,8 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
     reaches on the training data (the prior's cross-entropy, or the target's variance), the
     yardstick for "high" and for noise. `epochs` is the most the fit could run: only a fit that
     ran them all can be undertrained (one that stopped before, EarlyStopping's verdict, cannot).
+    The curves hold one value per epoch, the first epoch's first; the epochs the diagnosis names
+    are numbered from 1, as Keras prints them (tracking.epochs).
     `floor` is the loss a perfect prediction still has (with label smoothing, the smoothed
     targets' entropy): shares and ratios are taken of the loss above it, so that a floor of 0.5
     does not hide a validation loss of 1.0 against a training loss of 0.5.
@@ -76,6 +80,7 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
     n = len(loss)
     finite_val = np.isfinite(val_loss)
     best = int(np.argmin(np.where(finite_val, val_loss, np.inf))) if finite_val.any() else None
+    best_number = epoch_number(best) if best is not None else None
 
     # Diverged: a non-finite training loss at any epoch, or a validation loss that ended non-finite
     # (then, below, a finite training loss above the ceiling).
@@ -84,13 +89,14 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
            if not math.isfinite(value) and (name == "loss" or not finite_val[e:].any())]
     if bad:
         epoch, name, value = bad[0]
-        return Diagnosis("diverged", f"training diverged at epoch {epoch}: {name} is {value}", best, epoch)
+        epoch = epoch_number(epoch)
+        return Diagnosis("diverged", f"training diverged at epoch {epoch}: {name} is {value}", best_number, epoch)
     ceiling = loss_ceiling(dummy_loss)
     if ceiling is not None and (loss > ceiling).any():
-        epoch = int(np.argmax(loss > ceiling))
+        index = int(np.argmax(loss > ceiling))
         return Diagnosis("diverged", (
-            f"training diverged at epoch {epoch}: loss is {loss[epoch]:.3g}, over {DIVERGED_SHARE_OF_DUMMY:g}x "
-            f"the dummy baseline's {dummy_loss:.3g}"), best, epoch)
+            f"training diverged at epoch {epoch_number(index)}: loss is {loss[index]:.3g}, over "
+            f"{DIVERGED_SHARE_OF_DUMMY:g}x the dummy baseline's {dummy_loss:.3g}"), best_number, epoch_number(index))
 
     noise = max(NOISE_SHARE_OF_DUMMY * (dummy_loss - floor) if dummy_loss else 0.0,
                 NOISE_SHARE_OF_LOSS * (val_loss[best] - floor))
@@ -105,27 +111,28 @@ def diagnose(loss: list[float], val_loss: list[float], dummy_loss: float | None 
     if (used_all and best >= n - STILL_FALLING_WINDOW and last_val <= best_val + noise
             and val_loss[before] - best_val > noise):
         return Diagnosis("undertrained", (
-            f"validation loss still falling at the last epoch: {val_loss[before]:.4g} at epoch {before} to "
-            f"{best_val:.4g} at epoch {best} of {n}; train for more epochs"), best)
+            f"validation loss still falling at the last epoch: {val_loss[before]:.4g} at epoch "
+            f"{epoch_number(before)} to {best_val:.4g} at epoch {best_number} of {n}; train for more epochs"),
+            best_number)
 
     if (dummy_loss is not None and dummy_loss > floor
             and np.nanmin(train) - floor > UNDERFIT_SHARE * (dummy_loss - floor)):
         return Diagnosis("underfitting", (
             f"{train_name} never fell below {UNDERFIT_SHARE:.0%} of the dummy baseline's "
             f"({np.nanmin(train):.4g} vs {dummy_loss:.4g}{above}); validation loss lowest {best_val:.4g} "
-            f"at epoch {best}"), best)
+            f"at epoch {best_number}"), best_number)
 
     if (last_val - floor > (best_val - floor) * (1 + RISE_TOLERANCE) and last_val - best_val > noise
             and train[-1] < train[best]):
         return Diagnosis("overfitting", (
-            f"validation loss rose from {best_val:.4g} at epoch {best} to {last_val:.4g} at epoch {n - 1} "
-            f"while {train_name} fell from {train[best]:.4g} to {train[-1]:.4g}"), best)
+            f"validation loss rose from {best_val:.4g} at epoch {best_number} to {last_val:.4g} at epoch "
+            f"{epoch_number(n - 1)} while {train_name} fell from {train[best]:.4g} to {train[-1]:.4g}"), best_number)
     gap = best_val - train[best]
     scale = dummy_loss - floor if dummy_loss else max(best_val - floor, 1e-12)
     if best_val - floor > GAP_RATIO * (train[best] - floor) and gap > GAP_SHARE_OF_DUMMY * scale:
         return Diagnosis("overfitting", (
-            f"at the best epoch {best} validation loss {best_val:.4g} is over {GAP_RATIO:g}x "
-            f"{train_name} {train[best]:.4g}{above}"), best)
+            f"at the best epoch {best_number} validation loss {best_val:.4g} is over {GAP_RATIO:g}x "
+            f"{train_name} {train[best]:.4g}{above}"), best_number)
     return Diagnosis("good_fit", (
-        f"validation loss lowest at epoch {best} ({best_val:.4g}), close to {train_name} "
-        f"({train[best]:.4g})"), best)
+        f"validation loss lowest at epoch {best_number} ({best_val:.4g}), close to {train_name} "
+        f"({train[best]:.4g})"), best_number)

@@ -37,6 +37,7 @@ class Prepared:
     preprocessor: object
     image_scale: float
     raw_train_x: object = None  # a few of these rows become the model's input example
+    raw_test_x: object = None  # the test rows as the source had them (tracking.evaluation's worst rows)
 
 
 def prepare(data) -> Prepared:
@@ -56,7 +57,8 @@ def prepare(data) -> Prepared:
     features = {n: prepare_features(p.x, meta, preprocessor) for n, p in data.parts.items()}
     targets = {n: encode_target(p.y, meta) for n, p in data.parts.items()}
     labels = {n: p.y for n, p in data.parts.items()}
-    return Prepared(features, targets, labels, meta, preprocessor, scale, raw_train_x=train_x)
+    return Prepared(features, targets, labels, meta, preprocessor, scale, raw_train_x=train_x,
+                    raw_test_x=data.parts["test"].x)
 
 
 #: How numeric columns are scaled for the network (and the baselines that take its features):

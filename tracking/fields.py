@@ -25,18 +25,19 @@ __all__ = ["click_options", "check_fields", "describe_range", "param", "param_li
 
 def param(default, help: str = "", *, choices: tuple | None = None, low=None, high=None, low_open: bool = False,
           high_open: bool = False, hidden: bool = False, flag: bool = False, option: str | None = None,
-          multiple: bool = False, envvar: str | None = None, before=None):
+          multiple: bool = False, envvar: str | None = None, before=None, switch: bool = False):
     """A dataclass field that is also a command-line option (and, for the steps, an MLproject parameter).
 
     `low`/`high` bound a number (`*_open`: the bound itself is not allowed); `choices` lists the
     accepted strings; `hidden` keeps it out of --help and MLproject; `flag` makes a bool a bare
-    switch (--quiet); `option` names the option when the field's name would read badly on the
+    switch (--quiet); `switch` makes a bool a bare switch that also takes a value (--verbose alone is
+    true, --verbose false is false), so that MLproject can pass it on; `option` names the option when the field's name would read badly on the
     command line (--filter for filter_string); `multiple` takes the option several times (a tuple);
     `before` is the value a run made before the field existed trained with, where that differs from
     the default (`fittrack reproduce` reads it for a run that did not log the field)."""
     metadata = {"option": True, "help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
                 "high_open": high_open, "hidden": hidden, "flag": flag, "name": option, "multiple": multiple,
-                "envvar": envvar, "before": before}
+                "envvar": envvar, "before": before, "switch": switch}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -133,6 +134,10 @@ def click_options(cls, *, exclude: tuple = (), only: tuple | None = None, requir
         settings = {"help": help_text or None, "hidden": meta["hidden"], "envvar": meta["envvar"]}
         if meta["flag"]:
             options.append(click.option(*decls, is_flag=True, **settings))
+            continue
+        if meta.get("switch"):
+            options.append(click.option(*decls, type=click.BOOL, is_flag=False, flag_value=True, default=f.default,
+                                        **settings))
             continue
         if f.name in required:
             settings["required"] = True

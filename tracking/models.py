@@ -18,6 +18,7 @@ import warnings
 
 import mlflow
 import numpy as np
+import pandas as pd
 
 from tracking.features import decode_output, estimator_features, prepare_features
 
@@ -26,35 +27,64 @@ ESTIMATOR_PATH = "estimator"
 MODEL_PATH = "model"
 
 
-with warnings.catch_warnings():
-    # MLflow asks for type hints on predict(); the signature is given explicitly instead,
-    # since the input is a DataFrame for tables and an array for images.
-    warnings.filterwarnings("ignore", message=".*type hints.*")
+# predict()'s type hint, for MLflow 3 (mlflow/types/type_hints.py): pd.DataFrame and np.ndarray are
+# the hints it validates and converts nothing by (no list[...] or pydantic schema): what the model
+# takes is its logged signature's to say, which MLflow enforces before predict() and which hands
+# predict() a DataFrame for a table's column signature and an array for an image's tensor one.
+# Rows as the source had them need no conversion of MLflow's; a missing hint only earns a warning.
+# The class logged is the one whose hint says what its signature hands it (_entry).
 
-    class KerasPipelineModel(mlflow.pyfunc.PythonModel):
-        """Preprocessing + Keras network + label decoding, as one MLflow model."""
 
-        def load_context(self, context):
-            self.meta, self.preprocessor = _load_meta(context.artifacts)
-            # Predicting needs no compile: the training metrics' code (pipelines.metrics) is not
-            # among the model's code paths, and a serving environment lacks it.
-            self.network = mlflow.keras.load_model(context.artifacts[NETWORK_PATH],
-                                                   load_model_kwargs={"compile": False})
+class KerasPipelineModel(mlflow.pyfunc.PythonModel):
+    """Preprocessing + Keras network + label decoding, as one MLflow model: a table's rows."""
 
-        def predict(self, context, model_input, params=None):
-            features = prepare_features(model_input, self.meta, self.preprocessor)
-            return decode_output(self.network.predict(features, verbose=0), self.meta)
+    def load_context(self, context):
+        self.meta, self.preprocessor = _load_meta(context.artifacts)
+        # Predicting needs no compile: the training metrics' code (pipelines.metrics) is not
+        # among the model's code paths, and a serving environment lacks it.
+        self.network = mlflow.keras.load_model(context.artifacts[NETWORK_PATH],
+                                               load_model_kwargs={"compile": False})
 
-    class EstimatorPipelineModel(mlflow.pyfunc.PythonModel):
-        """Preprocessing + scikit-learn estimator + label decoding, as one MLflow model."""
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        return self._outputs(model_input)
 
-        def load_context(self, context):
-            self.meta, self.preprocessor = _load_meta(context.artifacts)
-            self.estimator = mlflow.sklearn.load_model(context.artifacts[ESTIMATOR_PATH])
+    def _outputs(self, model_input) -> np.ndarray:
+        features = prepare_features(model_input, self.meta, self.preprocessor)
+        return decode_output(self.network.predict(features, verbose=0), self.meta)
 
-        def predict(self, context, model_input, params=None):
-            return estimator_output(self.estimator, estimator_features(model_input, self.meta, self.preprocessor),
-                                    self.meta)
+
+class KerasImageModel(KerasPipelineModel):
+    """The same for images: an array of them."""
+
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+        return self._outputs(model_input)
+
+
+class EstimatorPipelineModel(mlflow.pyfunc.PythonModel):
+    """Preprocessing + scikit-learn estimator + label decoding, as one MLflow model: a table's rows."""
+
+    def load_context(self, context):
+        self.meta, self.preprocessor = _load_meta(context.artifacts)
+        self.estimator = mlflow.sklearn.load_model(context.artifacts[ESTIMATOR_PATH])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        return self._outputs(model_input)
+
+    def _outputs(self, model_input) -> np.ndarray:
+        return estimator_output(self.estimator, estimator_features(model_input, self.meta, self.preprocessor),
+                                self.meta)
+
+
+class EstimatorImageModel(EstimatorPipelineModel):
+    """The same for images: an array of them."""
+
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+        return self._outputs(model_input)
+
+
+def _entry(family: str, meta: dict) -> str:
+    """The models-from-code file (beside this one) that sets the model class for `meta`'s input."""
+    return f"pyfunc_{family}{'image_' if meta.get('kind') == 'image' else ''}entry.py"
 
 
 def _load_meta(artifacts: dict) -> tuple[dict, object]:
@@ -103,7 +133,8 @@ def log_model(network, meta: dict, preprocessor, input_example, pip_requirements
         mlflow.log_artifacts(network_dir, NETWORK_PATH)
         artifacts = {NETWORK_PATH: network_dir, **_save_meta(tmp, meta, preprocessor)}
         predictions = decode_output(output, meta)
-        info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements, meta.get("coerced", []))
+        info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements, meta.get("coerced", []),
+                           entry=_entry("", meta))
     return info.model_uri
 
 
@@ -127,7 +158,7 @@ def log_estimator(estimator, meta: dict, preprocessor, input_example, pip_requir
         # The example gives the signature but is not logged: MLflow would load the model and
         # predict on it to check it, half a second a baseline.
         info = _log_pyfunc(artifacts, input_example, predictions, pip_requirements, meta.get("coerced", []),
-                           entry="pyfunc_estimator_entry.py", log_example=False)
+                           entry=_entry("estimator_", meta), log_example=False)
     return info.model_uri
 
 

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from tracking.epochs import epoch_number
+
 
 def learning_curves_png(history: dict, metric: str, path: str) -> str:
     """Train vs validation for the loss and `metric`, one panel each."""
@@ -17,7 +19,7 @@ def learning_curves_png(history: dict, metric: str, path: str) -> str:
     names = [n for n in ("loss", metric) if n in history]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        epochs = np.arange(len(history[name]))
+        epochs = epoch_number(np.arange(len(history[name])))
         ax.plot(epochs, history[name], label=f"train {name}")
         if name == "loss" and len(history.get("train_eval_loss", ())) == len(epochs):
             # The training rows as validation sees them (dropout off, moving statistics): like with like.

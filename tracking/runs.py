@@ -17,6 +17,11 @@ STEP_TAG = "fittrack.step"
 CODE_VERSION_TAG = "fittrack.code_version"
 DATA_DIGEST_TAG = "fittrack.data_digest"
 ERROR_TAG = "error"
+#: What kind of experiment this is, as MLflow 3's UI names kinds: `custom_model_development` is its
+#: "Machine learning". MLflow 3.17.2's UI shows the kind but still opens an experiment by its sidebar's
+#: GenAI | Model training switch (tests/test_ui.py checks both).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 _PACKAGES = ("pipelines", "tracking")
 
@@ -55,6 +60,8 @@ def step_run(step: str, run_id: str | None = None, run_name: str | None = None, 
     if run_name:
         tags = {"mlflow.runName": run_name, **(tags or {})}
     mlflow.set_tags({STEP_TAG: step, CODE_VERSION_TAG: code_version(), **(tags or {})})
+    if parent is None:
+        mark_experiment(run.info.experiment_id)
     try:
         yield run
     except KeyboardInterrupt:
@@ -69,6 +76,13 @@ def step_run(step: str, run_id: str | None = None, run_name: str | None = None, 
     else:
         mlflow.flush_async_logging()
         mlflow.end_run("FINISHED")
+
+
+def mark_experiment(experiment_id: str, client: MlflowClient | None = None) -> None:
+    """Tag the experiment as machine learning (EXPERIMENT_KIND_TAG) unless it says what it is already."""
+    client = client or MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def _end(key: str, value: str, status: str) -> None:
@@ -140,3 +154,31 @@ def _current_experiment_id() -> str:
     if active is not None:
         return active.info.experiment_id
     return env.MLFLOW_EXPERIMENT_ID.get() or mlflow.tracking.fluent._get_experiment_id()
+
+
+#: The run's artifacts' size: exact bytes, so that it equals the sum of its listing's file sizes and adds
+#: up over a study's runs without rounding (a float metric holds whole numbers exactly up to 2**53).
+ARTIFACT_BYTES = "artifact_bytes"
+
+
+def artifact_bytes(run_id: str, client: MlflowClient | None = None) -> int:
+    """Bytes of every file in run `run_id`'s artifact listing, its folders walked. A model logged with
+    MLflow 3's `log_model(name=...)` (the pyfunc `model`) is a LoggedModel stored beside the run, not
+    in this listing; `network` and the checkpoints are in it."""
+    client = client or MlflowClient()
+    total, folders = 0, [None]
+    while folders:
+        for info in client.list_artifacts(run_id, folders.pop()):
+            if info.is_dir:
+                folders.append(info.path)
+            else:
+                total += info.file_size or 0
+    return total
+
+
+def log_artifact_bytes(run_id: str, client: MlflowClient | None = None) -> int:
+    """Log `artifact_bytes` (its artifacts as they are now) into run `run_id`; return it."""
+    client = client or MlflowClient()
+    size = artifact_bytes(run_id, client)
+    client.log_metric(run_id, ARTIFACT_BYTES, size)
+    return size

@@ -288,11 +288,12 @@ def _git_head() -> str | None:
 
 
 def compare_metrics(original: dict, reproduction: dict) -> list[tuple]:
-    """(key, original, reproduction or None, difference or None) for every metric of the original.
+    """(key, original, reproduction or None, difference or None) for every metric of the original
+    but the machine's (system/*: CPU, memory, disk, network while it ran, no part of what it learned).
 
     Each value is the metric's last one: the test score, a best_* figure, or the last epoch's."""
     rows = []
-    for key in sorted(original):
+    for key in sorted(k for k in original if not k.startswith("system/")):
         then, now = original[key], reproduction.get(key)
         rows.append((key, then, now, None if now is None else now - then))
     return rows

@@ -15,11 +15,11 @@ from pipelines import transfer as transfers
 from pipelines.steps.baselines import best_baseline, reuse_or_run_baselines
 from pipelines.device import configure_device
 from pipelines.errors import FittrackError
-from pipelines.evaluate import evaluate_test
+from pipelines.evaluate import evaluate_and_log_test
 from pipelines.params import DataParams, StepParams
 from pipelines.steps.split import reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
-from tracking import entry, outage, runs
+from tracking import entry, outage, runs, system_metrics
 from tracking.metric_names import PRIMARY_METRIC
 from tracking.datasets import CONTEXTS, dataset_inputs, load_split
 from tracking.features import feature_params, prepare
@@ -51,7 +51,8 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
         dataset = data_params.load()
         config.check_task(dataset.task)
         training.resolve_model(config, dataset.kind)
-    with runs.step_run(STEP, run_id=run_id, run_name=run_name(STEP, data_params.data), tags=tags) as run:
+    with runs.step_run(STEP, run_id=run_id, run_name=run_name(STEP, data_params.data), tags=tags) as run, \
+            system_metrics.monitor(run.info.run_id, config.system_metrics, config.system_metrics_interval):
         run_id = run.info.run_id
         if not split_run_id:
             # A split made here is a run nested under this one: this run keeps the work.
@@ -85,6 +86,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
             mlflow.set_tags(init.tags())
             init.load(prepared.features["train"].shape[1:])
         result = _fit_and_log(config, prepared, run_id, verbose, init)
+        runs.log_artifact_bytes(run_id)  # every artifact is written: checkpoints, plots, tensorboard, network
         _log_baselines(baselines_run_id, data, result)
         _print_summary(run_id, result)
     return run_id
@@ -131,8 +133,8 @@ def _fit_and_log(config, prepared, run_id, verbose, transfer=None):
 def _evaluate_and_log(outcome, prepared, workdir, task) -> dict:
     from tracking import plots as run_plots
 
-    test_metrics, predicted = evaluate_test(outcome.model, prepared)
-    mlflow.log_metrics(test_metrics)
+    # The test_* metrics, and evaluation/: per-class metrics, curves, worst rows (tracking.evaluation).
+    test_metrics, predicted = evaluate_and_log_test(outcome.model, prepared)
     plots = run_plots.save_plots(outcome.history, PRIMARY_METRIC[task], task, prepared.labels["test"],
                                  predicted, prepared.meta["classes"], os.path.join(workdir, "plots"))
     for path in plots:

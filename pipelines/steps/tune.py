@@ -85,7 +85,9 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
                     for i in range(1, params.workers)]
         with training.temp_workdir() as workdir:
             objective = _objective(params, base, space, split_run_id, run_id, experiment_id, workdir)
-            _optimize(study, objective, params, show_progress=verbose)
+            # Optuna's bar redraws itself with carriage returns: on a terminal; in a log, a line per trial.
+            _optimize(study, objective, params, show_progress=verbose and sys.stderr.isatty(),
+                      trial_lines=verbose and not sys.stderr.isatty())
             for child in children:
                 if child.wait() != 0:
                     print(f"fittrack: worker pid {child.pid} ended with status {child.returncode}", file=sys.stderr)
@@ -93,7 +95,24 @@ def run_tune(data_params: DataParams, base: training.TrainConfig, params: TunePa
         from pipelines.tune_report import report
 
         report(study, params, objective.prepared, run_id)
+        _log_disk_use(run_id, experiment_id)
         return run_id
+
+
+#: The tune run's own artifacts plus those of every trial run under it: the study's disk use.
+STUDY_ARTIFACT_BYTES = "study_artifact_bytes"
+
+
+def _log_disk_use(run_id: str, experiment_id: str) -> None:
+    """`artifact_bytes` of the tune run (its report, plots and best model's network), and
+    `study_artifact_bytes`: that plus every trial run's under it, whatever their end (each counted
+    from its listing, so a failed or pruned trial that logged no `artifact_bytes` counts too)."""
+    client = MlflowClient()
+    own = runs.log_artifact_bytes(run_id, client)
+    trials = client.search_runs([experiment_id], max_results=50000, filter_string=(
+        f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{runs.STEP_TAG}` = '{tuning.TRIAL_STEP}'"))
+    total = own + sum(runs.artifact_bytes(trial.info.run_id, client) for trial in trials)
+    client.log_metric(run_id, STUDY_ARTIFACT_BYTES, total)
 
 
 def _end_orphaned_tune_runs(study: str, current_run_id: str, experiment_id: str) -> None:
@@ -169,7 +188,7 @@ def _objective(params, base, space, split_run_id, parent_run_id, experiment_id, 
                             params.study, split_run_id, data.kind, workdir)
 
 
-def _optimize(study, objective, params, show_progress):
+def _optimize(study, objective, params, show_progress, trial_lines=False):
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -181,8 +200,23 @@ def _optimize(study, objective, params, show_progress):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # catch: a trial that raises is failed (its run FAILED with the reason) and the study goes on.
     study.optimize(objective, n_trials=params.n_trials, timeout=params.timeout or None,
-                   callbacks=[done, tuning.retry_failed_callback(params.max_retries)],
+                   callbacks=[done, tuning.retry_failed_callback(params.max_retries),
+                              *([_trial_printer(params.metric)] if trial_lines else [])],
                    catch=(Exception,), show_progress_bar=show_progress)
+
+
+def _trial_printer(metric: str):
+    """One line per finished trial, for a log: what Optuna's progress bar shows on a terminal."""
+    from optuna.trial import TrialState
+
+    def print_trial(study, trial) -> None:
+        line = f"fittrack: trial {trial.number} {trial.state.name.lower()}"
+        if trial.state == TrialState.COMPLETE:
+            best = study.best_trial
+            line += f": {metric} {trial.value:.4g} (best {best.value:.4g}, trial {best.number})"
+        print(line, file=sys.stderr, flush=True)
+
+    return print_trial
 
 
 def _settle(study, objective, params):

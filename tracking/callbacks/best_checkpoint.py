@@ -13,6 +13,7 @@ import keras
 from mlflow import MlflowClient
 
 from tracking.callbacks._numbers import is_finite
+from tracking.epochs import epoch_number
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.keras"
@@ -31,7 +32,7 @@ def may_be_best(value, logs: dict) -> bool:
 
 
 def write_best_info(folder: str, epoch: int, monitor: str, mode: str, value: float) -> None:
-    """`best.json` beside `best.keras`: which epoch it is and by what it was chosen."""
+    """`best.json` beside `best.keras`: which epoch it is (its number, from 1) and by what it was chosen."""
     with open(os.path.join(folder, BEST_INFO), "w") as f:
         json.dump({"epoch": epoch, "monitor": monitor, "mode": mode, "value": float(value)}, f)
 
@@ -86,6 +87,7 @@ class BestCheckpointLogger(keras.callbacks.Callback):
         self._last_seen = best
         if not may_be_best(best, logs):
             return
+        epoch = epoch_number(epoch)
         self.best_epoch, self.best_value = epoch, float(best)
         # Copy now, in this thread: ModelCheckpoint may overwrite the file next epoch.
         snapshot = os.path.join(self._staging, f"epoch-{epoch}")

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from tracking.callbacks.best_checkpoint import (BEST_CHECKPOINT, CHECKPOINT_DIR, may_be_best, warn_monitor_missing,
                                                 write_best_info)
+from tracking.epochs import epoch_number
 
 
 class BestWeightsLogger(keras.callbacks.Callback):
@@ -50,7 +51,7 @@ class BestWeightsLogger(keras.callbacks.Callback):
             return
         value = float(value)
         if self.best_value is None or (value < self.best_value if self.mode == "min" else value > self.best_value):
-            self.best_epoch, self.best_value = epoch, value
+            self.best_epoch, self.best_value = epoch_number(epoch), value
             self._weights = self.model.get_weights()
 
     def on_train_end(self, logs=None):

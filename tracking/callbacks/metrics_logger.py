@@ -1,4 +1,4 @@
-"""Logs every epoch's training and validation metrics to MLflow at step = epoch."""
+"""Logs every epoch's training and validation metrics to MLflow at step = the epoch's number (from 1)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from tracking.callbacks._numbers import is_number
+from tracking.epochs import FIRST_EPOCH, epoch_number
 
 
 class MlflowMetricsLogger(keras.callbacks.Callback):
-    """Logs every epoch's training and validation metrics with `step` = epoch.
+    """Logs every epoch's training and validation metrics with `step` = the epoch's number, from 1
+    as Keras's progress bar counts (tracking.epochs).
 
     Unlike mlflow.keras.MlflowCallback, validation metrics land at their epoch (not step 0,
     mlflow issue 14293). Each epoch's batch is sent in order from a background thread, so
@@ -41,7 +43,7 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self.error = None
         self.epochs_seen = 0
         self.first_epoch = None
-        # Every epoch's values as logged ({epoch: {name: value}}), those an earlier process
+        # Every epoch's values as logged ({epoch number: {name: value}}), those an earlier process
         # journaled included: the whole history of the run, whichever process ran each epoch.
         self.logged = {}
         self._sender = None
@@ -76,7 +78,7 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         # The same key, step, timestamp and value again is stored once: re-sending is safe.
         for start in range(0, len(metrics), 500):
             self._pending.append(self._sender.submit(self._send, metrics[start:start + 500]))
-        self.epochs_seen = max(steps) + 1 if steps else 0
+        self.epochs_seen = max(steps) if steps else 0
         return steps
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -84,9 +86,10 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self._learning_rate = _learning_rate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs_seen = max(self.epochs_seen, epoch + 1)
+        epoch = epoch_number(epoch)
+        self.epochs_seen = max(self.epochs_seen, epoch)
         if self.first_epoch is None:
-            self.first_epoch = epoch  # above 0 when BackupAndRestore restored an earlier process's epochs
+            self.first_epoch = epoch  # above 1 when BackupAndRestore restored an earlier process's epochs
         if epoch in self._journaled:
             return  # logged before the process was killed; this is its repeat after the restore
         seconds = time.perf_counter() - self._epoch_start
@@ -125,9 +128,9 @@ class MlflowMetricsLogger(keras.callbacks.Callback):
         self._pending = []
 
     def history(self) -> dict:
-        """The run's whole history as Keras lays it out ({name: [value per epoch]}), from epoch 0;
-        an epoch that lacks a name holds NaN there."""
-        epochs = range(max(self.logged) + 1) if self.logged else range(0)
+        """The run's whole history as Keras lays it out ({name: [value per epoch]}, the first epoch's
+        at position 0); an epoch that lacks a name holds NaN there."""
+        epochs = range(FIRST_EPOCH, max(self.logged) + 1) if self.logged else range(0)
         names = {name for values in self.logged.values() for name in values}
         return {name: [self.logged.get(e, {}).get(name, math.nan) for e in epochs] for name in sorted(names)}
 
