@@ -159,6 +159,24 @@ def workers_storage():
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def workers(work: str, args) -> None:
+    """One worker against two on one study (PostgreSQL where it answers): trials per minute."""
+    throughput = ["--n-trials", str(args.throughput_trials), "--trial-epochs", str(args.throughput_epochs),
+                  "--sampler", "random", "--pruner", "none", "--seed", str(args.seed)]
+    with workers_storage() as storage:
+        if storage:
+            throughput += ["--storage", storage]
+        one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1", "--study", "one")
+        two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2", "--study", "two")
+    one_rate, two_rate = 60 * one["trials"] / one["span"], 60 * two["trials"] / two["span"]
+    print(f"\n{args.throughput_trials} trials x {args.throughput_epochs} epochs, random sampler, no pruning, "
+          f"{'PostgreSQL' if storage else 'SQLite'} storage")
+    for name, seconds, result, rate in (("1 worker ", one_s, one, one_rate), ("2 workers", two_s, two, two_rate)):
+        print(f"{name}: {result['trials']} trials, study {result['span']:.1f}s = {rate:.2f} trials/min "
+              f"(whole command {seconds:.1f}s)")
+    print(f"trials/min ratio 2 workers/1 worker: {two_rate / one_rate:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
@@ -167,11 +185,14 @@ def main():
     parser.add_argument("--throughput-epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--workers-only", action="store_true", help="Only one worker against two.")
     parser.add_argument("--keras-tuner-process", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_tuner_process:
         return _keras_tuner_process(args.keras_tuner_process, args.seed, args.epochs)
     work = tempfile.mkdtemp(prefix="fittrack-hpo-")
+    if args.workers_only:
+        return workers(work, args)
     budget = ["--n-trials", str(args.trials), "--trial-epochs", str(args.epochs), "--seed", str(args.seed)]
 
     fittrack_s, fittrack = tune(os.path.join(work, "fittrack"), *budget)
@@ -193,20 +214,7 @@ def main():
               f"{result['test']:>9.4f} {reach if reach else 'never':>9}")
 
     if not args.skip_workers:
-        throughput = ["--n-trials", str(args.throughput_trials), "--trial-epochs", str(args.throughput_epochs),
-                      "--sampler", "random", "--pruner", "none", "--seed", str(args.seed)]
-        with workers_storage() as storage:
-            if storage:
-                throughput += ["--storage", storage]
-            one_s, one = tune(os.path.join(work, "one"), *throughput, "--workers", "1", "--study", "one")
-            two_s, two = tune(os.path.join(work, "two"), *throughput, "--workers", "2", "--study", "two")
-        one_rate, two_rate = 60 * one["trials"] / one["span"], 60 * two["trials"] / two["span"]
-        print(f"\n{args.throughput_trials} trials x {args.throughput_epochs} epochs, random sampler, no pruning, "
-              f"{'PostgreSQL' if storage else 'SQLite'} storage")
-        for name, seconds, result, rate in (("1 worker ", one_s, one, one_rate), ("2 workers", two_s, two, two_rate)):
-            print(f"{name}: {result['trials']} trials, study {result['span']:.1f}s = {rate:.2f} trials/min "
-                  f"(whole command {seconds:.1f}s)")
-        print(f"trials/min ratio 2 workers/1 worker: {two_rate / one_rate:.2f}")
+        workers(work, args)
     print(f"fittrack/keras_tuner epochs ratio {fittrack['epochs'] / kt['epochs']:.2f} wall ratio "
           f"{fittrack_s / kt_s:.2f} best val {fittrack['best_val']:.4f} vs {kt['best_val']:.4f}")
 

@@ -7,7 +7,9 @@ asynchronously, the best checkpoint as it improves, the NaN guard, and MLflow's 
 sampled in their own thread at TrainConfig's default interval, as every train and trial run has them),
 the same without system metrics (`fittrack_nosys`), and with MLflow's autologging of the plain fit, in
 turn, several rounds, into a throwaway SQLite store. Prints each variant's median fit seconds and the
-ratios; the last line is `fittrack/plain median ratio: R`.
+ratios, of wall seconds and of the process's CPU seconds (every thread of it: Keras's, fittrack's
+sender and sampler threads), which other work on a shared machine disturbs less than the wall
+clock; the last line is `fittrack/plain median ratio: R` (wall).
 
     python benchmarks/tracking_overhead.py [--repeats 5] [--epochs 12] [--variants plain,fittrack,...]
 """
@@ -70,11 +72,19 @@ def main():
             model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["categorical_accuracy"])
         return model
 
+    def clock():
+        return time.perf_counter(), time.process_time()
+
+    def since(start):
+        now = clock()
+        return now[0] - start[0], now[1] - start[1]
+
     def fit(model, callbacks, validation=True):
-        start = time.perf_counter()
+        """(wall seconds, CPU seconds) of the fit."""
+        start = clock()
         model.fit(x, y, validation_data=(xv, yv) if validation else None, epochs=args.epochs,
                   batch_size=args.batch_size, callbacks=callbacks, verbose=0)
-        return time.perf_counter() - start
+        return since(start)
 
     def plain():
         return fit(fresh_model(), [])
@@ -89,10 +99,10 @@ def main():
                          TerminateOnNaN(), MlflowMetricsLogger(run.info.run_id, len(x))]
             # Timed with the sampling thread's start and its stop (the last sample, the flush), as the
             # train step and each trial run it around their fit.
-            start = time.perf_counter()
+            start = clock()
             with system_metrics.monitor(run.info.run_id, system, config.system_metrics_interval):
                 fit(model, callbacks, validation=False)
-            return time.perf_counter() - start
+            return since(start)
 
     def fittrack_nosys():
         return fittrack(system=False)
@@ -112,17 +122,26 @@ def main():
     for run in variants.values():  # warm-up: graph tracing and first-use costs, not timed
         run()
     times = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for round_ in range(args.repeats):
         order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
         for name in order:
-            times[name].append(variants[name]())
-        print(f"round {round_ + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in variants), flush=True)
+            wall, seconds = variants[name]()
+            times[name].append(wall)
+            cpu[name].append(seconds)
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s ({cpu[n][-1]:.2f} CPU s)" for n in variants),
+              flush=True)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
     print(f"\n{args.repeats} rounds of {args.epochs} epochs, builtin:digits CNN, batch {args.batch_size}; "
           f"system metrics every {config.system_metrics_interval:g} s")
     for name, value in medians.items():
-        print(f"{name:<14} median {value:.3f}s  (min {min(times[name]):.3f}s, max {max(times[name]):.3f}s)")
+        print(f"{name:<14} median {value:.3f}s  (min {min(times[name]):.3f}s, max {max(times[name]):.3f}s); "
+              f"CPU median {cpu_medians[name]:.3f}s (min {min(cpu[name]):.3f}s, max {max(cpu[name]):.3f}s)")
+    for name in ("fittrack", "fittrack_nosys", "autolog"):
+        if name in cpu_medians:
+            print(f"{name}/plain median CPU-seconds ratio: {cpu_medians[name] / cpu_medians['plain']:.3f}")
     for name in ("autolog", "fittrack_nosys"):
         if name in medians:
             print(f"{name}/plain median ratio: {medians[name] / medians['plain']:.3f}")

@@ -59,7 +59,9 @@ def fit(config: TrainConfig, prepared: Prepared, callbacks: list, verbose: int =
     model's body under a new head, fitted in phases: each phase is a Keras fit that goes on from
     the epoch the last one stopped at, so that the run holds one history with every epoch once.
     """
-    from pipelines.models import build_model, compile_model
+    import keras
+
+    from pipelines.models import build_model, compile_model, ema_momentum
     from pipelines.transfer import Phase, fit_probe, set_body_trainable, with_new_head
 
     task, n_classes = prepared.meta["task"], len(prepared.meta["classes"])
@@ -77,11 +79,15 @@ def fit(config: TrainConfig, prepared: Prepared, callbacks: list, verbose: int =
                       class_weight=config.class_weight, seed=config.seed)
         phases = transfer.phases(config.epochs, config.learning_rate)
     history, best = {}, None
-    callbacks = [epoch_evaluation(config, prepared), *callbacks]
+    steps = iterations_per_epoch(len(y_train), config.batch_size)
+    # With the optimizer's EMA, the averaged weights are in the model from each epoch's end to the next
+    # epoch's start (SwapEMAWeights first): what is evaluated, checkpointed and restored as the best.
+    averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema_momentum(config, steps) else []
+    callbacks = [*averaging, epoch_evaluation(config, prepared), *callbacks]
     for phase in phases:
         set_body_trainable(body, phase.train_body)
         # A change of `trainable` takes effect at compile; the phase's optimizer starts afresh too.
-        compile_model(model, replace(config, learning_rate=phase.learning_rate), task, n_classes)
+        compile_model(model, replace(config, learning_rate=phase.learning_rate), task, n_classes, steps)
         fitted = model.fit(
             prepared.features["train"], y_train,
             initial_epoch=len(history.get("loss", ())), epochs=phase.epochs, batch_size=config.batch_size,

@@ -135,11 +135,12 @@ def output_activation(keras, x, task, n_classes, target_mean=0.0, target_std=1.0
     return keras.layers.Activation(activation, dtype="float32", name="output")(x)
 
 
-def compile_model(model, config, task: str, n_classes: int):
+def compile_model(model, config, task: str, n_classes: int, iterations_per_epoch: int = 0):
     """Compile with the loss only: every epoch's metrics are scikit-learn's on the epoch's outputs
-    (tracking.callbacks.EpochEvaluation, which pipelines.fit places), not Keras's streaming ones."""
+    (tracking.callbacks.EpochEvaluation, which pipelines.fit places), not Keras's streaming ones.
+    `iterations_per_epoch`: for a fit, the steps an epoch takes (the EMA's horizon is counted in them)."""
     model.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, iterations_per_epoch),
         loss=make_loss(task, n_classes, config.label_smoothing),
         jit_compile=bool(config.xla),
     )
@@ -156,17 +157,28 @@ def make_loss(task: str, n_classes: int, label_smoothing: float = 0.0):
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, name="categorical_crossentropy")
 
 
-def make_optimizer(config):
+def ema_momentum(config, iterations_per_epoch: int) -> float:
+    """Keras's `ema_momentum` for a CNN's average over about `config.ema_epochs` epochs of steps (0: no
+    EMA, and none for an MLP)."""
+    steps = config.ema_epochs * iterations_per_epoch
+    return 1.0 - 1.0 / steps if config.resolved_model == "cnn" and steps > 1 else 0.0
+
+
+def make_optimizer(config, iterations_per_epoch: int = 0):
+    """The optimizer, with Keras's EMA of the weights where `config.ema_epochs` asks for it (given the
+    steps an epoch takes: a compile for evaluation alone passes none)."""
     import keras
 
     optimizers = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
-        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        "sgd": lambda **kwargs: keras.optimizers.SGD(momentum=0.9, **kwargs),
         "rmsprop": keras.optimizers.RMSprop,
         "nadam": keras.optimizers.Nadam,
     }
-    return optimizers[config.optimizer](learning_rate=config.learning_rate)
+    momentum = ema_momentum(config, iterations_per_epoch)
+    averaging = {"use_ema": True, "ema_momentum": momentum} if momentum > 0 else {}
+    return optimizers[config.optimizer](learning_rate=config.learning_rate, **averaging)
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")

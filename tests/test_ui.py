@@ -54,8 +54,8 @@ def _log_finished_runs(url, mark=True):
     for i, name in enumerate(RUN_NAMES):
         run = client.create_run(experiment_id, run_name=name, tags={"fittrack.step": "train"})
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now + epoch, epoch) for epoch in range(EPOCHS)
-                   for key, value in (("loss", 1.0 / (epoch + 1 + i)), ("val_loss", 1.2 / (epoch + 1 + i) + 0.02 * epoch))]
+        metrics = [Metric(key, value, now + epoch, epoch) for epoch in range(1, EPOCHS + 1)  # steps as fittrack's
+                   for key, value in (("loss", 1.0 / (epoch + i)), ("val_loss", 1.2 / (epoch + i) + 0.02 * epoch))]
         params = [Param("model", name.split("-")[0]), Param("learning_rate", name.rsplit("-", 1)[1]),
                   Param("epochs", str(EPOCHS))]
         client.log_batch(run.info.run_id, metrics=metrics, params=params)
@@ -154,7 +154,7 @@ def test_ui_lists_the_runs_and_draws_val_loss_by_epoch(ui, tmp_path):
 
     card = wait.until(val_loss_card)
     assert f"{RUN_NAMES[0]} (val_loss)" in card.text  # the legend names the run
-    assert "Step" in card.text  # x axis: the step, which fittrack sets to the epoch
+    assert "Step" in card.text  # x axis: the step, which fittrack sets to the epoch's number
     time.sleep(0.5)  # let Plotly finish its transition before the picture
     page_png = tmp_path / "val_loss-by-epoch.png"
     assert browser.save_screenshot(str(page_png))

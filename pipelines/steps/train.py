@@ -16,6 +16,7 @@ from pipelines.steps.baselines import best_baseline, reuse_or_run_baselines
 from pipelines.device import configure_device
 from pipelines.errors import FittrackError
 from pipelines.evaluate import evaluate_and_log_test
+from pipelines.models import ema_momentum
 from pipelines.params import DataParams, StepParams
 from pipelines.steps.split import reuse_or_run_split, run_name
 from pipelines.tracked_fit import fit_tracked
@@ -76,6 +77,7 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
             **config.params(), **asdict(data_params), "split_run_id": split_run_id,
             "resolved_model": config.resolved_model, **feature_params(prepared.meta),
             "iterations_per_epoch": fitting.iterations_per_epoch(n_train, config.batch_size),
+            "ema_momentum": ema_momentum(config, fitting.iterations_per_epoch(n_train, config.batch_size)),
             **{f"{name}_size": size for name, size in data.sizes.items()},
             **(init.params(config.learning_rate) if init else {}),
         })
