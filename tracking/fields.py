@@ -31,8 +31,8 @@ def param(default, help: str = "", *, choices: tuple | None = None, low=None, hi
     `low`/`high` bound a number (`*_open`: the bound itself is not allowed); `choices` lists the
     accepted strings; `hidden` keeps it out of --help and MLproject; `flag` makes a bool a bare
     switch (--quiet); `switch` makes a bool a bare switch that also takes a value (--verbose alone is
-    true, --verbose false is false), so that MLproject can pass it on; `option` names the option when the field's name would read badly on the
-    command line (--filter for filter_string); `multiple` takes the option several times (a tuple);
+    true, --verbose false is false), so that MLproject can pass it on; `option` names the option
+    when the field's name would read badly on the command line (--filter for filter_string); `multiple` takes the option several times (a tuple);
     `before` is the value a run made before the field existed trained with, where that differs from
     the default (`fittrack reproduce` reads it for a run that did not log the field)."""
     metadata = {"option": True, "help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
