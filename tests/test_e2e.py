@@ -1,6 +1,7 @@
 """The real `mlflow run . --env-manager local`, in a temporary tracking store."""
 
 import json
+import re
 import os
 
 import mlflow
@@ -61,6 +62,8 @@ def test_main_runs_the_whole_pipeline_and_reuses_split_and_baselines(tracking):
         assert noise not in done.stderr, noise
     assert done.stderr.count("=== Running command") == 1  # the outer `mlflow run`'s, for main; none of main's
     assert "fittrack: trial 0 complete: val_loss " in done.stderr
+    pruned = re.findall(r"fittrack: trial \d+ pruned at epoch (\d+): val_loss ", done.stderr)
+    assert len(pruned) == int(steps["tune"].data.metrics["trials_pruned"])
     assert tracking.client.get_experiment(tracking.experiment_id).tags["mlflow.experimentKind"] == \
         "custom_model_development"
     baselines = tracking.runs("baseline")

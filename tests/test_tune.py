@@ -169,10 +169,16 @@ def test_hopeless_trial_is_pruned_and_its_run_killed(tracking, tmp_path):
     study = optuna.create_study(study_name="contrived", storage=storage, direction="minimize")
     for rate in (0.03, 0.03, 0.03, 1e-7):  # three that learn set the median; then one that cannot
         study.enqueue_trial({"learning_rate": rate})
-    _tune("--n-trials", "4", "--trial-epochs", "8", "--study", "contrived", "--storage", storage,
-          "--search-space", str(space), "--trial-patience", "20")
+    # Not --quiet: off a terminal, a line per finished trial.
+    result = CliRunner().invoke(cli, ["tune", "--data", "builtin:iris", "--n-trials", "4", "--trial-epochs", "8",
+                                      "--study", "contrived", "--storage", storage, "--search-space", str(space),
+                                      "--trial-patience", "20"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="contrived", storage=storage)
     hopeless = study.trials[3]
+    judged = hopeless.last_step
+    assert (f"fittrack: trial 3 pruned at epoch {judged}: val_loss "
+            f"{hopeless.intermediate_values[judged]:.4g}") in result.output
     assert hopeless.state == TrialState.PRUNED
     run = tracking.client.get_run(hopeless.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"

@@ -214,6 +214,9 @@ def _trial_printer(metric: str):
         if trial.state == TrialState.COMPLETE:
             best = study.best_trial
             line += f": {metric} {trial.value:.4g} (best {best.value:.4g}, trial {best.number})"
+        elif trial.state == TrialState.PRUNED and trial.last_step is not None:
+            # The last step reported is the epoch's number it was judged at (tracking.epochs).
+            line += f" at epoch {trial.last_step}: {metric} {trial.intermediate_values[trial.last_step]:.4g}"
         print(line, file=sys.stderr, flush=True)
 
     return print_trial
