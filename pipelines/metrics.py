@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracking.features import predicted_labels
+
 METRIC_AVERAGING_TAG = "fittrack.metric_averaging"
-THRESHOLD = 0.5
 
 
 def averaging(task: str, classes) -> str:
@@ -27,16 +28,6 @@ def averaging(task: str, classes) -> str:
     if len(classes) == 2:
         return f"binary, positive class {classes[1]!r}"
     return f"macro over {len(classes)} classes, AUC one-vs-rest"
-
-
-def predicted_labels(proba, classes) -> np.ndarray:
-    """The label a model predicts from class probabilities (n, k), columns in `classes` order."""
-    classes = np.asarray(classes)
-    proba = np.asarray(proba)
-    if len(classes) == 2:
-        # As the sigmoid output is decoded (tracking.features.decode_output): ties go to the positive class.
-        return classes[(proba[:, 1] >= THRESHOLD).astype(int)]
-    return classes[np.argmax(proba, axis=1)]
 
 
 def classification_scores(y_true, proba, classes) -> dict:

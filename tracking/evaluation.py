@@ -35,6 +35,8 @@ import sys
 import numpy as np
 import pandas as pd
 
+from tracking.features import class_probabilities, predicted_labels
+
 EVALUATION_DIR = "evaluation"
 PER_CLASS_TABLE = f"{EVALUATION_DIR}/per_class_metrics.json"
 WORST_TABLE = f"{EVALUATION_DIR}/worst_predictions.json"
@@ -76,7 +78,6 @@ def log_test_evaluation(output, y_true, meta: dict, raw_x=None, worst: int = WOR
     if meta["task"] == "regression":
         return _log_regression(output.reshape(-1), np.asarray(y_true, dtype="float64").reshape(-1), meta, raw_x,
                                worst)
-    from tracking.features import class_probabilities
 
     classes = list(meta["classes"])
     proba = class_probabilities(output, meta)
@@ -101,15 +102,6 @@ def log_test_evaluation(output, y_true, meta: dict, raw_x=None, worst: int = WOR
 
 
 # --- numbers -----------------------------------------------------------------------------------
-
-
-def predicted_labels(proba, classes) -> np.ndarray:
-    """As pipelines.metrics and tracking.features.decode_output predict: `p >= 0.5` of the
-    positive class for two classes (ties to it), argmax for more."""
-    classes = np.asarray(classes)
-    if len(classes) == 2:
-        return classes[(proba[:, 1] >= 0.5).astype(int)]
-    return classes[np.argmax(proba, axis=1)]
 
 
 def per_class_metrics(y_true, proba, classes) -> pd.DataFrame:

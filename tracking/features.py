@@ -20,7 +20,7 @@ __all__ = [
     "Prepared", "prepare",
     "make_preprocessor", "feature_params", "NUMERIC_SCALING", "smooth_clip", "feature_types", "image_scale",
     "prepare_features", "numeric_as_numbers", "categorical_as_strings", "encode_target", "class_codes",
-    "decode_output", "class_probabilities",
+    "decode_output", "class_probabilities", "predicted_labels", "THRESHOLD",
     "ENCODINGS", "MAX_CATEGORIES", "estimator_meta", "estimator_features", "flat_features",
     "category_levels",
 ]
@@ -174,10 +174,22 @@ def class_codes(y, classes: list) -> np.ndarray:
 def decode_output(output: np.ndarray, meta: dict) -> np.ndarray:
     if meta["task"] == "regression":
         return output.reshape(-1)
-    classes = np.asarray(meta["classes"])
+    return predicted_labels(class_probabilities(output, meta), meta["classes"])
+
+
+#: Two classes: the positive class is predicted from this probability up.
+THRESHOLD = 0.5
+
+
+def predicted_labels(proba, classes) -> np.ndarray:
+    """The label a model predicts from class probabilities (n, k), columns in `classes` order: the
+    positive class from `p >= THRESHOLD` for two classes (ties to it), the argmax for more. The one
+    rule for the logged model's answers, every metric (pipelines.metrics) and the evaluation artifacts."""
+    classes = np.asarray(classes)
+    proba = np.asarray(proba)
     if len(classes) == 2:
-        return classes[(output.reshape(-1) >= 0.5).astype(int)]
-    return classes[np.argmax(output, axis=1)]
+        return classes[(proba[:, 1] >= THRESHOLD).astype(int)]
+    return classes[np.argmax(proba, axis=1)]
 
 
 def class_probabilities(output: np.ndarray, meta: dict) -> np.ndarray:
