@@ -164,8 +164,7 @@ def worst_predictions(y_true, proba, classes, raw_x=None, meta: dict | None = No
     `predicted_probability`, `true_class_probability`, `correct`, then the input columns (images: an
     `image` thumbnail, a PIL image that mlflow.log_table stores as a file)."""
     y_true = np.asarray(y_true)
-    codes = pd.Categorical(y_true, categories=list(classes)).codes
-    true_p = proba[np.arange(len(y_true)), codes]
+    true_p = _true_class_probability(y_true, proba, classes)
     predicted = predicted_labels(proba, classes)
     predicted_codes = pd.Categorical(predicted, categories=list(classes)).codes
     order = np.argsort(true_p, kind="stable")[:worst]
@@ -178,6 +177,12 @@ def worst_predictions(y_true, proba, classes, raw_x=None, meta: dict | None = No
         "correct": (y_true[order] == predicted[order]).astype(bool),
     })
     return _with_inputs(frame, order, raw_x, meta)
+
+
+def _true_class_probability(y_true, proba, classes) -> np.ndarray:
+    """Each row's probability of its own (true) class."""
+    codes = pd.Categorical(y_true, categories=list(classes)).codes
+    return proba[np.arange(len(y_true)), codes]
 
 
 def worst_regression(y_true, predicted, raw_x=None, meta: dict | None = None, worst: int = WORST_ROWS) -> pd.DataFrame:
@@ -326,10 +331,8 @@ def _misclassified_grid(y_true, proba, classes, images):
     """Up to GRID_IMAGES misclassified test images, lowest probability of the true class first."""
     plt = _pyplot()
     predicted = predicted_labels(proba, classes)
-    codes = pd.Categorical(y_true, categories=list(classes)).codes
-    true_p = proba[np.arange(len(y_true)), codes]
     wrong = np.flatnonzero(y_true != predicted)
-    wrong = wrong[np.argsort(true_p[wrong], kind="stable")][:GRID_IMAGES]
+    wrong = wrong[np.argsort(_true_class_probability(y_true, proba, classes)[wrong], kind="stable")][:GRID_IMAGES]
     columns = 5
     rows = max(1, -(-len(wrong) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.6 * rows), squeeze=False)
