@@ -97,7 +97,8 @@ def fit_tracked(config: training.TrainConfig, prepared: Prepared, run_id: str, w
         callbacks.append(BackupAndRestore(os.path.join(resume_dir, "keras")))
     # The last epochs' checkpoints, logged once the fit is over (none when it raises: a pruned trial).
     last_kept = LastCheckpoints(run_id, config.keep_checkpoints, client, workdir) if config.keep_checkpoints else None
-    callbacks.extend([last_kept] if last_kept else [])
+    if last_kept:
+        callbacks.append(last_kept)
     # Pruning goes last: a pruned epoch is still logged, with its checkpoint, before it stops.
     callbacks.extend(extra_callbacks)
     try:

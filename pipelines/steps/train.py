@@ -73,11 +73,11 @@ def run_train(data_params: DataParams, config: training.TrainConfig, split_run_i
                                 f"{split_run_id}; use a batch size of at most {n_train}")
         baselines_run_id, reused = reuse_or_run_baselines(split_run_id, config.seed, data=data, prepared=prepared)
         print(f"fittrack: {'reusing' if reused else 'made'} baselines run {baselines_run_id}", file=sys.stderr)
+        iterations = fitting.iterations_per_epoch(n_train, config.batch_size)
         runs.log_params({
             **config.params(), **asdict(data_params), "split_run_id": split_run_id,
             "resolved_model": config.resolved_model, **feature_params(prepared.meta),
-            "iterations_per_epoch": fitting.iterations_per_epoch(n_train, config.batch_size),
-            "ema_momentum": ema_momentum(config, fitting.iterations_per_epoch(n_train, config.batch_size)),
+            "iterations_per_epoch": iterations, "ema_momentum": ema_momentum(config, iterations),
             **{f"{name}_size": size for name, size in data.sizes.items()},
             **(init.params(config.learning_rate) if init else {}),
         })
