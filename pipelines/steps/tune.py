@@ -105,13 +105,15 @@ STUDY_ARTIFACT_BYTES = "study_artifact_bytes"
 
 def _log_disk_use(run_id: str, experiment_id: str) -> None:
     """`artifact_bytes` of the tune run (its report, plots and best model's network), and
-    `study_artifact_bytes`: that plus every trial run's under it, whatever their end (each counted
-    from its listing, so a failed or pruned trial that logged no `artifact_bytes` counts too)."""
+    `study_artifact_bytes`: that plus every trial run's under it, whatever their end (a completed
+    trial's own `artifact_bytes`, logged once its artifacts were written; a failed or pruned trial,
+    which logged none, counted from its listing)."""
     client = MlflowClient()
     own = runs.log_artifact_bytes(run_id, client)
     trials = client.search_runs([experiment_id], max_results=50000, filter_string=(
         f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{runs.STEP_TAG}` = '{tuning.TRIAL_STEP}'"))
-    total = own + sum(runs.artifact_bytes(trial.info.run_id, client) for trial in trials)
+    total = own + sum(trial.data.metrics.get(runs.ARTIFACT_BYTES) or runs.artifact_bytes(trial.info.run_id, client)
+                      for trial in trials)
     client.log_metric(run_id, STUDY_ARTIFACT_BYTES, total)
 
 
