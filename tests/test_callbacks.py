@@ -271,16 +271,10 @@ def test_best_weights_logger_publishes_nothing_for_a_fit_that_raised(tracking):
     from tracking.callbacks import BestWeightsLogger
 
     x, y, xv, yv = _data()
-
-    class Stop(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("pruned")
-
     with mlflow.start_run() as run:
         logger = BestWeightsLogger(run.info.run_id, "val_loss", mode="min")
         with pytest.raises(RuntimeError):
-            _model().fit(x, y, validation_data=(xv, yv), epochs=5, verbose=0, callbacks=[logger, Stop()])
+            _model().fit(x, y, validation_data=(xv, yv), epochs=5, verbose=0, callbacks=[logger, _CrashAt(2)])
     assert logger.best_epoch is not None
     logger.wait()
     assert tracking.client.list_artifacts(run.info.run_id, "checkpoints") == []
@@ -317,16 +311,10 @@ def test_last_checkpoints_of_a_fit_that_raised_are_not_logged_and_go_with_the_ca
     from tracking.callbacks import LastCheckpoints
 
     x, y, xv, yv = _data()
-
-    class Prune(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("pruned")
-
     with mlflow.start_run() as run:
         kept = LastCheckpoints(run.info.run_id, 1, folder=str(tmp_path))
         with pytest.raises(RuntimeError):
-            _model().fit(x, y, epochs=5, verbose=0, callbacks=[kept, Prune()])
+            _model().fit(x, y, epochs=5, verbose=0, callbacks=[kept, _CrashAt(2)])
     folder = kept.folder
     assert os.listdir(folder) == ["epoch-003.keras"]  # the epoch being judged was kept, as a pruned trial's is
     assert tracking.client.list_artifacts(run.info.run_id) == []
